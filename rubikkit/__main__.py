@@ -1,0 +1,3 @@
+from rubikkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Build rubikkit's compiled extension ``rubikkit._C``.
+
+The extension is plain pybind11 over buffers (no PyTorch C++ API), so it builds in seconds and
+does not depend on the installed torch version.
+
+Environment switches
+--------------------
+RUBIKKIT_NO_EXT=1   build no extension at all (rubikkit then warns once and uses the numpy reference).
+RUBIKKIT_CUDA=1     require the CUDA kernels (fail if nvcc is missing); =0 skip them; unset: build
+                    them when ``nvcc`` is found on PATH or in CUDA_HOME/bin.
+RUBIKKIT_CUDA_ARCH  semicolon-separated compute capabilities, default "75;80;86;89;90"
+                    (sm_75 and newer; PTX for the newest is embedded for forward compatibility).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+
+
+def _find_nvcc() -> str | None:
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    if cuda_home and (Path(cuda_home) / "bin" / "nvcc").exists():
+        return str(Path(cuda_home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def _want_cuda() -> str | None:
+    flag = os.environ.get("RUBIKKIT_CUDA", "").strip()
+    nvcc = _find_nvcc()
+    if flag == "0":
+        return None
+    if flag == "1" and nvcc is None:
+        raise RuntimeError("RUBIKKIT_CUDA=1 but nvcc was not found on PATH or in CUDA_HOME/bin")
+    return nvcc
+
+
+class BuildExt(build_ext):
+    """build_ext that compiles ``.cu`` sources with nvcc and links cudart statically."""
+
+    def build_extensions(self):
+        nvcc = _want_cuda()
+        for ext in self.extensions:
+            cu_sources = [s for s in ext.sources if s.endswith(".cu")]
+            ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
+            if nvcc and cu_sources:
+                ext.extra_objects = list(ext.extra_objects or []) + self._nvcc_compile(
+                    nvcc, cu_sources, ext.include_dirs
+                )
+                ext.define_macros = list(ext.define_macros or []) + [("RUBIKKIT_WITH_CUDA", "1")]
+                cuda_lib = Path(nvcc).resolve().parent.parent / "lib64"
+                if not cuda_lib.exists():
+                    cuda_lib = Path(nvcc).resolve().parent.parent / "lib"
+                ext.library_dirs = list(ext.library_dirs or []) + [str(cuda_lib)]
+                # Static cudart: the module then needs only the driver (libcuda) at run time,
+                # and imports fine on machines without one.
+                ext.libraries = list(ext.libraries or []) + ["cudart_static", "dl", "rt", "pthread"]
+                print(f"rubikkit: building CUDA kernels with {nvcc}")
+            else:
+                print("rubikkit: building the CPU extension only (no nvcc, or RUBIKKIT_CUDA=0)")
+        super().build_extensions()
+
+    def _nvcc_compile(self, nvcc, sources, include_dirs):
+        archs = os.environ.get("RUBIKKIT_CUDA_ARCH", "75;80;86;89;90").split(";")
+        gencode = []
+        for a in archs:
+            a = a.strip().replace(".", "")
+            if a:
+                gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        newest = max(int(a.strip().replace(".", "")) for a in archs if a.strip())
+        gencode += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+        objects = []
+        build_dir = Path(self.build_temp) / "cuda"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        headers = [p.stat().st_mtime for p in CSRC.rglob("*.h")]
+        for src in sources:
+            obj = build_dir / (Path(src).stem + "_cu.o")
+            newest_input = max([Path(src).stat().st_mtime, *headers])
+            if obj.exists() and obj.stat().st_mtime >= newest_input and not self.force:
+                objects.append(str(obj))
+                continue
+            cmd = [
+                nvcc, "-c", src, "-o", str(obj),
+                "-O3", "-std=c++17", "--expt-relaxed-constexpr",
+                "-Xcompiler", "-fPIC", "-DRUBIKKIT_WITH_CUDA=1",
+                *[f"-I{d}" for d in include_dirs], *gencode,
+            ]  # fmt: skip
+            print(" ".join(cmd))
+            subprocess.check_call(cmd)
+            objects.append(str(obj))
+        return objects
+
+
+def _extensions():
+    if os.environ.get("RUBIKKIT_NO_EXT", "") == "1":
+        return []
+    from pybind11.setup_helpers import Pybind11Extension
+
+    cpp = sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.cpp"))
+    cu = sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.cu"))
+    if not cpp:
+        return []
+    openmp = [] if sys.platform == "darwin" else ["-fopenmp"]
+    return [
+        Pybind11Extension(
+            "rubikkit._C",
+            sources=cpp + cu,
+            include_dirs=[str(CSRC)],
+            cxx_std=17,
+            extra_compile_args=["-O3", *openmp],
+            extra_link_args=openmp,
+        )
+    ]
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})
