@@ -30,7 +30,9 @@ def info_dict() -> dict:
     ext, reason = _ext.load()
     d["cpp_extension"] = "built" if ext is not None else f"missing: {reason}"
     if ext is not None:
-        d["openmp_threads"] = int(ext.openmp_max_threads()) if hasattr(ext, "openmp_max_threads") else None
+        d["openmp_threads"] = (
+            int(ext.openmp_max_threads()) if hasattr(ext, "openmp_max_threads") else None
+        )
         d["cuda_kernels_compiled"] = _ext.cuda_compiled()
     else:
         d["openmp_threads"] = None
@@ -42,7 +44,9 @@ def info_dict() -> dict:
 
         d["torch_threads"] = torch.get_num_threads()
         d["cuda_available"] = torch.cuda.is_available()
-        d["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        d["cuda_devices"] = [
+            torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
+        ]
     except Exception:  # noqa: BLE001
         d["cuda_available"] = False
         d["cuda_devices"] = []

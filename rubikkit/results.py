@@ -1,0 +1,365 @@
+"""Experiment records: one JSON line per run, summarised into tables beside published numbers.
+
+Every fine-tuning or proxy-task run of an experiment appends one record to
+``results/<experiment>.jsonl`` (:func:`append_record`). A record has the fields of
+:data:`RECORD_FIELDS`; ``metrics`` maps metric names (``acc``, ``auc``, ``miou``, ``dice``,
+``order_acc``, ``rot_acc``) to floats. :func:`summarise` groups records by setting and reports
+mean ± sample standard deviation over seeds; :func:`markdown_table` renders them with the published
+numbers of :data:`PUBLISHED` in rows marked *published (not run here)*. A cell that no run produced
+is shown as ``–``: it is never filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+RECORD_FIELDS = (
+    "dataset",
+    "method",
+    "backbone",
+    "head",
+    "label_fraction",
+    "seed",
+    "split",
+    "metrics",
+    "epochs",
+    "commit",
+    "device",
+    "wall_s",
+)
+METHODS = ("scratch", "rubik", "ordering", "jigsaw3d", "cpc3d", "tcpc")
+MISSING = "–"
+
+# Published numbers, copied as facts from the papers named in ``source``; never produced here.
+# Values are fractions (accuracy 0.721, not 72.1 %).
+PUBLISHED: list[dict] = [
+    {
+        "dataset": "medmnist3d:adrenal",
+        "method": "scratch",
+        "backbone": "resnet18",
+        "head": "classify",
+        "label_fraction": 1.0,
+        "metrics": {"acc": 0.721, "auc": 0.827},
+        "source": "MedMNIST v2 (Yang et al., Sci. Data 2023), ResNet-18+3D, 28^3",
+    },
+    # Zhuang et al. 2019, Table 1 (proxy accuracies, private hemorrhage CT and BraTS-2018).
+    {
+        "dataset": "hemorrhage CT (private)",
+        "method": "ordering",
+        "backbone": "vgg3d",
+        "head": "proxy",
+        "label_fraction": None,
+        "metrics": {"order_acc": 0.997},
+        "source": "Zhuang et al. MICCAI 2019, Table 1",
+    },
+    {
+        "dataset": "hemorrhage CT (private)",
+        "method": "rubik",
+        "backbone": "vgg3d",
+        "head": "proxy",
+        "label_fraction": None,
+        "metrics": {"order_acc": 0.920, "rot_acc": 0.931},
+        "source": "Zhuang et al. MICCAI 2019, Table 1",
+    },
+    {
+        "dataset": "BraTS-2018",
+        "method": "ordering",
+        "backbone": "vgg3d",
+        "head": "proxy",
+        "label_fraction": None,
+        "metrics": {"order_acc": 0.995},
+        "source": "Zhuang et al. MICCAI 2019, Table 1",
+    },
+    {
+        "dataset": "BraTS-2018",
+        "method": "rubik",
+        "backbone": "vgg3d",
+        "head": "proxy",
+        "label_fraction": None,
+        "metrics": {"order_acc": 0.929, "rot_acc": 0.821},
+        "source": "Zhuang et al. MICCAI 2019, Table 1",
+    },
+    # Zhuang et al. 2019, Table 2 (fine-tuning).
+    *[
+        {
+            "dataset": "hemorrhage CT (private)",
+            "method": m,
+            "backbone": "vgg3d",
+            "head": "classify",
+            "label_fraction": 1.0,
+            "metrics": {"acc": a},
+            "source": "Zhuang et al. MICCAI 2019, Table 2",
+        }
+        for m, a in (("scratch", 0.726), ("ordering", 0.811), ("rubik", 0.838))
+    ],
+    *[
+        {
+            "dataset": "BraTS-2018",
+            "method": m,
+            "backbone": "vgg3d",
+            "head": head,
+            "label_fraction": 1.0,
+            "metrics": {"miou": v},
+            "source": "Zhuang et al. MICCAI 2019, Table 2",
+        }
+        for m, head, v in (
+            ("scratch", "unet", 0.733),
+            ("scratch", "duc", 0.740),
+            ("ordering", "unet", 0.739),
+            ("ordering", "duc", 0.750),
+            ("rubik", "unet", 0.762),
+            ("rubik", "duc", 0.773),
+        )
+    ],
+    # Zhou et al. (TCPC), Table 1: lung nodules (1 % of LUNA16 labels) and hemorrhage CT.
+    *[
+        {
+            "dataset": ds,
+            "method": m,
+            "backbone": bb,
+            "head": "classify",
+            "label_fraction": lf,
+            "metrics": {"acc": acc, "auc": auc},
+            "source": "Zhou et al. (TCPC), Table 1",
+        }
+        for ds, lf, bb, rows in (
+            (
+                "hemorrhage CT (private)",
+                1.0,
+                "vgg3d",
+                (
+                    ("scratch", 0.7230, 0.889),
+                    ("cpc3d", 0.7635, 0.895),
+                    ("jigsaw3d", 0.7331, 0.891),
+                    ("rubik", 0.7736, 0.902),
+                    ("tcpc", 0.7838, 0.921),
+                ),
+            ),
+            (
+                "hemorrhage CT (private)",
+                1.0,
+                "resnet18",
+                (
+                    ("scratch", 0.8108, 0.937),
+                    ("cpc3d", 0.8379, 0.921),
+                    ("jigsaw3d", 0.8581, 0.951),
+                    ("rubik", 0.8750, 0.945),
+                    ("tcpc", 0.8817, 0.955),
+                ),
+            ),
+            (
+                "LUNA16 nodules",
+                0.01,
+                "vgg3d",
+                (
+                    ("scratch", 0.8406, 0.911),
+                    ("cpc3d", 0.9219, 0.966),
+                    ("jigsaw3d", 0.8943, 0.940),
+                    ("rubik", 0.8642, 0.924),
+                    ("tcpc", 0.9586, 0.987),
+                ),
+            ),
+            (
+                "LUNA16 nodules",
+                0.01,
+                "resnet18",
+                (
+                    ("scratch", 0.9418, 0.982),
+                    ("cpc3d", 0.9570, 0.989),
+                    ("jigsaw3d", 0.9812, 0.992),
+                    ("rubik", 0.9733, 0.993),
+                    ("tcpc", 0.9888, 0.996),
+                ),
+            ),
+        )
+        for m, acc, auc in rows
+    ],
+]
+
+
+def validate_record(record: dict) -> dict:
+    """Check a run record has every field of :data:`RECORD_FIELDS` with sane types.
+
+    Raises
+    ------
+    ValueError
+        Naming the first missing or malformed field.
+    """
+    if not isinstance(record, dict):
+        raise TypeError(f"record: expected a dict, got {type(record).__name__}")
+    for field in RECORD_FIELDS:
+        if field not in record:
+            raise ValueError(f"record: missing field {field!r}")
+    if record["method"] not in METHODS:
+        raise ValueError(f"record: method {record['method']!r} is not one of {METHODS}")
+    if not isinstance(record["metrics"], dict) or not record["metrics"]:
+        raise ValueError("record: 'metrics' must be a non-empty dict of name -> float")
+    for name, value in record["metrics"].items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"record: metric {name!r} must be a finite number, got {value!r}")
+    lf = record["label_fraction"]
+    if lf is not None and not (0 < float(lf) <= 1):
+        raise ValueError(f"record: label_fraction must be in (0, 1] or null, got {lf!r}")
+    return record
+
+
+def append_record(path: str | os.PathLike, record: dict) -> None:
+    """Append one validated record as a JSON line (one ``write`` call, so lines never interleave)."""
+    validate_record(record)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(record, sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(line)
+
+
+def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:
+    """Read records from one ``.jsonl`` file, several, or every ``*.jsonl`` in a folder.
+
+    A missing folder gives no records; a malformed line is an error naming the file and line.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        p = Path(paths)
+        files = sorted(p.glob("*.jsonl")) if p.is_dir() else ([p] if p.exists() else [])
+    else:
+        files = [Path(p) for p in paths]
+    records = []
+    for f in files:
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                validate_record(rec)
+            except (json.JSONDecodeError, ValueError, TypeError) as exc:
+                raise ValueError(f"{f}:{i}: bad record: {exc}") from exc
+            rec.setdefault("experiment", f.stem)
+            records.append(rec)
+    return records
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, sd
+
+
+GROUP_KEYS = ("dataset", "method", "backbone", "head", "label_fraction", "split")
+
+
+def summarise(records: Iterable[dict], keys: Sequence[str] = GROUP_KEYS) -> list[dict]:
+    """Group records by ``keys`` and give, per metric, mean, sd (over seeds) and the seeds used."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(tuple(rec.get(k) for k in keys), []).append(rec)
+    out = []
+    for key, recs in groups.items():
+        row = dict(zip(keys, key))
+        metric_names = sorted({m for r in recs for m in r["metrics"]})
+        row["n"] = len(recs)
+        row["seeds"] = sorted(r["seed"] for r in recs)
+        row["metrics"] = {}
+        for m in metric_names:
+            vals = [float(r["metrics"][m]) for r in recs if m in r["metrics"]]
+            mean, sd = _mean_sd(vals)
+            row["metrics"][m] = {"mean": mean, "sd": sd, "n": len(vals)}
+        out.append(row)
+    return out
+
+
+def _fmt(stat: dict | None, digits: int = 3) -> str:
+    if stat is None:
+        return MISSING
+    if stat["n"] > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f} (n={stat['n']})"
+    return f"{stat['mean']:.{digits}f} (n=1)"
+
+
+def markdown_table(
+    records: Iterable[dict],
+    dataset: str,
+    metrics: Sequence[str],
+    *,
+    split: str = "test",
+    methods: Sequence[str] = METHODS,
+    published: Iterable[dict] | None = None,
+    columns: Sequence[float | None] | None = None,
+) -> str:
+    """A markdown table: rows (method, backbone, head), columns label fraction x metric.
+
+    Rows of ``published`` (default: :data:`PUBLISHED` entries for ``dataset``) are added at the bottom and
+    marked *published*. Every (row, column) that no run produced shows ``–``.
+    """
+    rows = [r for r in summarise(records) if r["dataset"] == dataset and r["split"] == split]
+    pub = [p for p in (PUBLISHED if published is None else published) if p["dataset"] == dataset]
+    fractions = (
+        list(columns)
+        if columns is not None
+        else sorted({r["label_fraction"] for r in rows + pub}, key=lambda x: (x is None, x))
+    )
+    header = ["method", "backbone", "head"] + [
+        f"{m} @ {'proxy' if lf is None else f'{lf:g}'}" for lf in fractions for m in metrics
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    index: dict[tuple, dict] = {}
+    for r in rows:
+        index[(r["method"], r["backbone"], r["head"], r["label_fraction"])] = r["metrics"]
+    settings = sorted(
+        {(r["method"], r["backbone"], r["head"]) for r in rows},
+        key=lambda s: (methods.index(s[0]) if s[0] in methods else 99, s[1], s[2]),
+    )
+    for method, backbone, head in settings:
+        cells = []
+        for lf in fractions:
+            stats = index.get((method, backbone, head, lf), {})
+            cells += [_fmt(stats.get(m)) for m in metrics]
+        lines.append("| " + " | ".join([method, backbone, head, *cells]) + " |")
+    for p in pub:
+        cells = []
+        for lf in fractions:
+            for m in metrics:
+                v = p["metrics"].get(m) if p["label_fraction"] == lf else None
+                cells.append(MISSING if v is None else f"{v:.3f}")
+        label = f"{p['method']} (published: {p['source']})"
+        lines.append("| " + " | ".join([label, p["backbone"], p["head"], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def plot_label_fractions(records: Iterable[dict], dataset: str, metric: str, ax=None, split="test"):
+    """Mean ± sd of ``metric`` against label fraction, one line per (method, backbone, head)."""
+    import matplotlib.pyplot as plt
+
+    rows = [
+        r
+        for r in summarise(records)
+        if r["dataset"] == dataset
+        and r["split"] == split
+        and r["label_fraction"] is not None
+        and metric in r["metrics"]
+    ]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2), dpi=72)
+    series: dict[tuple, list] = {}
+    for r in rows:
+        series.setdefault((r["method"], r["backbone"], r["head"]), []).append(r)
+    for (method, backbone, head), rs in sorted(series.items()):
+        rs.sort(key=lambda r: r["label_fraction"])
+        x = [r["label_fraction"] for r in rs]
+        y = [r["metrics"][metric]["mean"] for r in rs]
+        e = [
+            0.0 if math.isnan(r["metrics"][metric]["sd"]) else r["metrics"][metric]["sd"]
+            for r in rs
+        ]
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{method} ({backbone}, {head})")
+    ax.set_xscale("log")
+    ax.set_xlabel("label fraction")
+    ax.set_ylabel(metric)
+    ax.set_title(dataset)
+    if series:
+        ax.legend(fontsize=7)
+    return ax

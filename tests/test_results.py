@@ -1,0 +1,101 @@
+"""Experiment records, summaries and tables (rubikkit.results)."""
+
+import json
+import math
+
+import pytest
+
+from rubikkit import results
+
+
+def _rec(seed, acc, method="scratch", lf=1.0, **kw):
+    rec = {
+        "dataset": "medmnist3d:adrenal",
+        "method": method,
+        "backbone": "resnet18",
+        "head": "classify",
+        "label_fraction": lf,
+        "seed": seed,
+        "split": "test",
+        "metrics": {"acc": acc, "auc": acc + 0.1},
+        "epochs": 3,
+        "commit": "abc",
+        "device": "cpu",
+        "wall_s": 1.0,
+    }
+    rec.update(kw)
+    return rec
+
+
+def test_append_and_load_roundtrip(tmp_path):
+    path = tmp_path / "results" / "adrenal.jsonl"
+    for s, a in enumerate([0.7, 0.8, 0.9]):
+        results.append_record(path, _rec(s, a))
+    recs = results.load_records(tmp_path / "results")
+    assert [r["seed"] for r in recs] == [0, 1, 2]
+    assert all(r["experiment"] == "adrenal" for r in recs)
+
+
+def test_summary_mean_and_sample_sd():
+    rows = results.summarise([_rec(0, 0.7), _rec(1, 0.8), _rec(2, 0.9)])
+    (row,) = rows
+    assert row["n"] == 3 and row["seeds"] == [0, 1, 2]
+    assert row["metrics"]["acc"]["mean"] == pytest.approx(0.8)
+    assert row["metrics"]["acc"]["sd"] == pytest.approx(0.1)  # sample sd, n - 1
+    single = results.summarise([_rec(0, 0.7)])[0]["metrics"]["acc"]
+    assert math.isnan(single["sd"])
+
+
+def test_table_marks_published_and_leaves_missing_cells_missing():
+    recs = [_rec(0, 0.7), _rec(1, 0.8), _rec(0, 0.75, method="rubik", lf=0.1)]
+    table = results.markdown_table(recs, "medmnist3d:adrenal", ["acc", "auc"], columns=[0.1, 1.0])
+    lines = table.splitlines()
+    scratch = next(line for line in lines if line.startswith("| scratch |"))
+    rubik = next(line for line in lines if line.startswith("| rubik |"))
+    # scratch has no run at 10 % of the labels, rubik none at 100 %: those cells stay missing
+    assert scratch.count(results.MISSING) == 2 and "0.750 ± 0.071 (n=2)" in scratch
+    assert rubik.count(results.MISSING) == 2 and "0.750 (n=1)" in rubik
+    published = [line for line in lines if "published" in line]
+    assert published and "0.721" in published[0] and "0.827" in published[0]
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("method", "magic", "method"),
+        ("metrics", {}, "metrics"),
+        ("metrics", {"acc": float("nan")}, "acc"),
+        ("label_fraction", 1.5, "label_fraction"),
+    ],
+)
+def test_bad_records_are_rejected(tmp_path, field, value, match):
+    rec = _rec(0, 0.7)
+    rec[field] = value
+    with pytest.raises(ValueError, match=match):
+        results.append_record(tmp_path / "x.jsonl", rec)
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_missing_field_and_malformed_line_name_the_problem(tmp_path):
+    rec = _rec(0, 0.7)
+    del rec["commit"]
+    with pytest.raises(ValueError, match="commit"):
+        results.validate_record(rec)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_rec(0, 0.7)) + "\n{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        results.load_records(bad)
+
+
+def test_plot_label_fractions_draws_one_line_per_setting():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    recs = [
+        _rec(s, 0.6 + 0.1 * lf, method=m, lf=lf)
+        for s in (0, 1)
+        for m in ("scratch", "rubik")
+        for lf in (0.1, 1.0)
+    ]
+    ax = results.plot_label_fractions(recs, "medmnist3d:adrenal", "acc")
+    assert len(ax.get_lines()) >= 2
