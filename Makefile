@@ -58,15 +58,20 @@ test: build
 test-unit:
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
 
+# Chapters and assignment sources under nbval (lax: only cells marked # NBVAL_CHECK_OUTPUT are
+# compared). --dist loadfile keeps all cells of a notebook on one worker (one kernel, in order).
 test-notebooks:
 	@if [ -n "$(strip $(NOTEBOOKS) $(ASSIGNMENTS))" ]; then \
 	  $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
-	    --nbval-sanitize-with notebooks/nbval_sanitize.cfg -n $(PYTEST_WORKERS) \
+	    --nbval-sanitize-with notebooks/nbval_sanitize.cfg -n $(PYTEST_WORKERS) --dist loadfile \
 	    $(NOTEBOOKS) $(ASSIGNMENTS); \
 	else echo "no notebooks yet"; fi
 
 # --- book ------------------------------------------------------------------------------------
+# Student versions of the assignments are regenerated (idempotent), the execution cache cleared so
+# every chapter runs, and any warning fails the build.
 book: build
+	$(PY) -m rubikkit assignments release notebooks/assignments book/assignments
 	rm -rf book/_build/.jupyter_cache
 	$(VENV)/bin/jupyter-book build --all -W --keep-going book
 	@echo "book: open book/_build/html/index.html"

@@ -34,6 +34,44 @@ def _find_nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
+def _cuda_roots(nvcc: str):
+    """Candidate CUDA installation roots, most specific first."""
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(env):
+            yield Path(os.environ[env])
+    yield Path(nvcc).resolve().parent.parent
+    # nvcc may be a wrapper script; its --dryrun output names the folder of the real binary.
+    try:
+        dry = subprocess.run(
+            [nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for line in (dry.stdout + dry.stderr).splitlines():
+            if "_HERE_=" in line:
+                yield Path(line.split("_HERE_=", 1)[1].strip()).resolve().parent
+    except (OSError, subprocess.SubprocessError):
+        pass
+    yield Path("/usr/local/cuda")
+
+
+def _cudart_dir(nvcc: str) -> Path:
+    """The folder holding libcudart_static.a (cudart is linked statically)."""
+    seen = []
+    for root in _cuda_roots(nvcc):
+        for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+            d = root / sub
+            seen.append(str(d))
+            if (d / "libcudart_static.a").exists():
+                return d
+    raise RuntimeError(
+        "rubikkit: nvcc found but libcudart_static.a is not in any of: "
+        + ", ".join(seen)
+        + " (set CUDA_HOME, or RUBIKKIT_CUDA=0 to skip the CUDA kernels)"
+    )
+
+
 def _want_cuda() -> str | None:
     flag = os.environ.get("RUBIKKIT_CUDA", "").strip()
     nvcc = _find_nvcc()
@@ -57,10 +95,7 @@ class BuildExt(build_ext):
                     nvcc, cu_sources, ext.include_dirs
                 )
                 ext.define_macros = list(ext.define_macros or []) + [("RUBIKKIT_WITH_CUDA", "1")]
-                cuda_lib = Path(nvcc).resolve().parent.parent / "lib64"
-                if not cuda_lib.exists():
-                    cuda_lib = Path(nvcc).resolve().parent.parent / "lib"
-                ext.library_dirs = list(ext.library_dirs or []) + [str(cuda_lib)]
+                ext.library_dirs = list(ext.library_dirs or []) + [str(_cudart_dir(nvcc))]
                 # Static cudart: the module then needs only the driver (libcuda) at run time,
                 # and imports fine on machines without one.
                 ext.libraries = list(ext.libraries or []) + ["cudart_static", "dl", "rt", "pthread"]

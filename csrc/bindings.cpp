@@ -1,0 +1,174 @@
+// The single Python module rubikkit._C: thin pybind11 wrappers over buffers (no PyTorch C++ API).
+//
+// Python (rubikkit/ops/puzzle.py) validates and documents; these wrappers translate buffers into
+// the kernels' Geometry and check everything again, so a bad direct call raises
+// ValueError/TypeError and never touches memory outside its arguments.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "puzzle/puzzle.h"
+#include "utils/checks.h"
+
+namespace py = pybind11;
+using rubikkit::check_arg;
+using rubikkit::puzzle::Geometry;
+
+namespace {
+
+using IntArray = py::array_t<int64_t, py::array::c_style>;
+
+// [lowest, highest) byte address a strided buffer can touch; empty buffers give {0, 0}.
+std::array<std::uintptr_t, 2> byte_span(const py::buffer_info& info) {
+  auto base = reinterpret_cast<std::uintptr_t>(info.ptr);
+  std::intptr_t lo = 0, hi = 0;
+  for (py::ssize_t i = 0; i < info.ndim; ++i) {
+    if (info.shape[i] == 0) return {0, 0};
+    const std::intptr_t reach = (info.shape[i] - 1) * info.strides[i];
+    (reach < 0 ? lo : hi) += reach;
+  }
+  return {base + lo, base + hi + static_cast<std::uintptr_t>(info.itemsize)};
+}
+
+void check_layout_arrays(const IntArray& origins, const IntArray& perms, const IntArray& rots,
+                         int64_t B) {
+  check_arg(origins.ndim() == 3 && origins.shape(0) == B && origins.shape(2) == 3, "origins",
+            "expected shape (B, M, 3) with B = ", B);
+  const int64_t M = origins.shape(1);
+  check_arg(perms.ndim() == 2 && perms.shape(0) == B && perms.shape(1) == M, "perms",
+            "expected shape (B, M) = (", B, ", ", M, ")");
+  check_arg(rots.ndim() == 2 && rots.shape(0) == B && rots.shape(1) == M, "rots",
+            "expected shape (B, M) = (", B, ", ", M, ")");
+}
+
+void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
+                const IntArray& rots, const std::array<int64_t, 3>& cube, const py::buffer& out) {
+  const py::buffer_info vi = volumes.request();
+  const py::buffer_info oi = out.request();
+  check_arg(vi.ndim == 5, "volumes", "expected 5 dimensions (B, C, D, H, W), got ", vi.ndim);
+  rubikkit::check_itemsize(vi.itemsize, "volumes");
+  check_arg(oi.itemsize == vi.itemsize, "out", "item size ", oi.itemsize,
+            " differs from volumes' ", vi.itemsize);
+  check_arg(!oi.readonly, "out", "buffer is read-only");
+  check_arg(reinterpret_cast<std::uintptr_t>(vi.ptr) % vi.itemsize == 0, "volumes",
+            "data is not aligned to its item size");
+  check_arg(reinterpret_cast<std::uintptr_t>(oi.ptr) % oi.itemsize == 0, "out",
+            "data is not aligned to its item size");
+
+  Geometry g;
+  g.B = vi.shape[0];
+  g.C = vi.shape[1];
+  g.D = vi.shape[2];
+  g.H = vi.shape[3];
+  g.W = vi.shape[4];
+  g.cd = cube[0];
+  g.ch = cube[1];
+  g.cw = cube[2];
+  g.itemsize = vi.itemsize;
+  for (int i = 0; i < 5; ++i) {
+    check_arg(vi.strides[i] % vi.itemsize == 0, "volumes", "stride ", vi.strides[i],
+              " bytes is not a multiple of the item size ", vi.itemsize);
+    g.stride[i] = vi.strides[i] / vi.itemsize;
+  }
+  check_layout_arrays(origins, perms, rots, g.B);
+  g.M = origins.shape(1);
+
+  const std::vector<int64_t> want = {g.B, g.M, g.C, g.cd, g.ch, g.cw};
+  check_arg(oi.ndim == 6 && std::vector<int64_t>(oi.shape.begin(), oi.shape.end()) == want, "out",
+            "expected shape (B, M, C, d, h, w) = (", g.B, ", ", g.M, ", ", g.C, ", ", g.cd, ", ",
+            g.ch, ", ", g.cw, ")");
+  int64_t expect = oi.itemsize;
+  for (int i = 5; i >= 0; --i) {
+    check_arg(oi.shape[i] <= 1 || oi.strides[i] == expect, "out", "must be C-contiguous");
+    expect *= oi.shape[i];
+  }
+  const auto vs = byte_span(vi), os = byte_span(oi);
+  check_arg(vs[0] == vs[1] || os[0] == os[1] || os[1] <= vs[0] || vs[1] <= os[0], "out",
+            "shares memory with volumes");
+
+  // Bounds, permutations and codes are checked here, before any memory is touched.
+  const auto slots =
+      rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  py::gil_scoped_release release;
+  rubikkit::puzzle::puzzle_cpu(g, slots, vi.ptr, oi.ptr);
+}
+
+#if defined(RUBIKKIT_WITH_CUDA)
+void puzzle_cuda(std::uintptr_t volumes_ptr, const std::vector<int64_t>& shape,
+                 const std::vector<int64_t>& strides, int64_t itemsize, const IntArray& origins,
+                 const IntArray& perms, const IntArray& rots, const std::array<int64_t, 3>& cube,
+                 std::uintptr_t out_ptr, int64_t out_numel, int device, std::uintptr_t stream) {
+  check_arg(shape.size() == 5, "volumes", "expected 5 dimensions (B, C, D, H, W), got ",
+            shape.size());
+  check_arg(strides.size() == 5, "volumes", "expected 5 strides, got ", strides.size());
+  rubikkit::check_itemsize(itemsize, "volumes");
+  Geometry g;
+  g.B = shape[0];
+  g.C = shape[1];
+  g.D = shape[2];
+  g.H = shape[3];
+  g.W = shape[4];
+  g.cd = cube[0];
+  g.ch = cube[1];
+  g.cw = cube[2];
+  g.itemsize = itemsize;
+  for (int i = 0; i < 5; ++i) g.stride[i] = strides[i];
+  check_layout_arrays(origins, perms, rots, g.B);
+  g.M = origins.shape(1);
+  const auto slots =
+      rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  check_arg(out_numel == g.out_numel(), "out", "has ", out_numel,
+            " elements, expected B * M * C * d * h * w = ", g.out_numel());
+  check_arg(volumes_ptr % itemsize == 0, "volumes", "data is not aligned to its item size");
+  check_arg(out_ptr % itemsize == 0, "out", "data is not aligned to its item size");
+  py::gil_scoped_release release;
+  rubikkit::puzzle::puzzle_cuda(g, slots, reinterpret_cast<const void*>(volumes_ptr),
+                                reinterpret_cast<void*>(out_ptr), device, stream);
+}
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "rubikkit compiled kernels (C++/OpenMP, and CUDA when built with nvcc)";
+
+  m.def("with_cuda", []() {
+#if defined(RUBIKKIT_WITH_CUDA)
+    return true;
+#else
+    return false;
+#endif
+  }, "True when the module was compiled with the CUDA kernels.");
+
+  m.def("openmp_max_threads", []() {
+#if defined(_OPENMP)
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+  }, "Threads an OpenMP parallel region uses (1 without OpenMP).");
+
+  m.def("puzzle_cpu", &puzzle_cpu, py::arg("volumes"), py::arg("origins").noconvert(),
+        py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("cube_size"),
+        py::arg("out"),
+        "Puzzle kernel on host buffers: volumes (B, C, D, H, W) any strides; origins (B, M, 3), "
+        "perms (B, M), rots (B, M) C-contiguous int64; out (B, M, C, d, h, w) C-contiguous.");
+
+#if defined(RUBIKKIT_WITH_CUDA)
+  m.def("puzzle_cuda", &puzzle_cuda, py::arg("volumes_ptr"), py::arg("shape"),
+        py::arg("strides"), py::arg("itemsize"), py::arg("origins").noconvert(),
+        py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("cube_size"),
+        py::arg("out_ptr"), py::arg("out_numel"), py::arg("device"), py::arg("stream"),
+        "Puzzle kernel on device pointers (strides in elements), queued on `stream`.");
+  m.def("cuda_device_count", &rubikkit::puzzle::cuda_device_count,
+        "CUDA devices visible to the extension; 0 without a driver or device.");
+#endif
+}

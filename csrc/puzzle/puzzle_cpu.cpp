@@ -1,0 +1,160 @@
+// CPU side of the puzzle op: argument checks shared with the CUDA path, and the OpenMP kernel.
+#include "puzzle/puzzle.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "utils/checks.h"
+
+namespace rubikkit {
+namespace puzzle {
+
+namespace {
+
+constexpr int64_t kMaxExtent = int64_t(1) << 40;  // keeps every offset product inside int64
+
+int64_t checked_mul(int64_t a, int64_t b, const char* arg) {
+  int64_t r = 0;
+  check_arg(!__builtin_mul_overflow(a, b, &r), arg, "size overflows 64-bit indexing");
+  return r;
+}
+
+}  // namespace
+
+void check_geometry(const Geometry& g) {
+  check_nonnegative(g.B, "volumes", "batch size B");
+  check_nonnegative(g.C, "volumes", "channel count C");
+  check_nonnegative(g.D, "volumes", "depth D");
+  check_nonnegative(g.H, "volumes", "height H");
+  check_nonnegative(g.W, "volumes", "width W");
+  check_arg(g.M >= 1, "origins", "need at least one cube (M >= 1), got M = ", g.M);
+  check_arg(g.cd >= 1 && g.ch >= 1 && g.cw >= 1, "cube_size", "every entry must be >= 1, got (",
+            g.cd, ", ", g.ch, ", ", g.cw, ")");
+  const int64_t extents[] = {g.B, g.M, g.C, g.D, g.H, g.W, g.cd, g.ch, g.cw};
+  for (int64_t e : extents) check_arg(e <= kMaxExtent, "volumes", "extent ", e, " is too large");
+  for (int i = 0; i < 5; ++i)
+    check_arg(g.stride[i] >= -kMaxExtent && g.stride[i] <= kMaxExtent, "volumes", "stride ",
+              g.stride[i], " is too large");
+  check_itemsize(g.itemsize, "volumes");
+  int64_t n = checked_mul(g.B, g.M, "out");
+  n = checked_mul(n, g.C, "out");
+  n = checked_mul(n, g.cd, "out");
+  n = checked_mul(n, g.ch, "out");
+  n = checked_mul(n, g.cw, "out");
+  checked_mul(n, g.itemsize, "out");
+}
+
+std::vector<Slot> resolve_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
+                                const int64_t* rots) {
+  check_geometry(g);
+  const int64_t B = g.B, M = g.M;
+  if (B > 0) {
+    check_arg(origins != nullptr, "origins", "null data");
+    check_arg(perms != nullptr, "perms", "null data");
+    check_arg(rots != nullptr, "rots", "null data");
+  }
+  std::vector<Slot> slots(static_cast<size_t>(B * M));
+  std::vector<char> seen(static_cast<size_t>(M));
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int64_t m = 0; m < M; ++m) {
+      const int64_t cell = perms[b * M + m];
+      check_arg(cell >= 0 && cell < M, "perms", "entry [", b, ", ", m, "] = ", cell,
+                " is outside 0..", M - 1);
+      check_arg(!seen[cell], "perms", "row ", b, " repeats cell ", cell,
+                " (rows must be permutations)");
+      seen[cell] = 1;
+      const int64_t rot = rots[b * M + m];
+      check_arg(rot >= 0 && rot <= 3, "rots", "entry [", b, ", ", m, "] = ", rot,
+                " is not a rotation code 0..3");
+      const int64_t* o = origins + (b * M + cell) * 3;
+      check_arg(o[0] >= 0 && o[1] >= 0 && o[2] >= 0 && o[0] <= g.D - g.cd &&
+                    o[1] <= g.H - g.ch && o[2] <= g.W - g.cw,
+                "origins", "cube of cell ", cell, " in sample ", b, " at (", o[0], ", ", o[1],
+                ", ", o[2], ") with size (", g.cd, ", ", g.ch, ", ", g.cw,
+                ") is out of bounds of the volume (", g.D, ", ", g.H, ", ", g.W, ")");
+      slots[b * M + m] = Slot{o[0], o[1], o[2], rot};
+    }
+  }
+  return slots;
+}
+
+namespace {
+
+// One task per output plane (slot, channel, cube row z); each plane is ch rows of cw elements.
+// A row whose W axis is kept and contiguous is one memcpy; otherwise an element loop (the
+// reversed loop over a contiguous row still vectorises).
+template <typename T>
+void puzzle_rows(const Geometry& g, const Slot* slots, const T* src, T* dst) {
+  const int64_t planes = g.B * g.M * g.C * g.cd;
+  const int64_t plane_elems = g.ch * g.cw;
+  const int64_t s0 = g.stride[0], s1 = g.stride[1], s2 = g.stride[2], s3 = g.stride[3],
+                s4 = g.stride[4];
+  const int64_t cd = g.cd, ch = g.ch, cw = g.cw, C = g.C, M = g.M;
+  // Threads only pay off beyond a few hundred kB.
+  const bool parallel = planes > 1 && planes * plane_elems * int64_t(sizeof(T)) > (256 << 10);
+  (void)parallel;
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t p = 0; p < planes; ++p) {
+    const int64_t z = p % cd;
+    const int64_t t = p / cd;
+    const int64_t c = t % C;
+    const int64_t s = t / C;
+    const int64_t b = s / M;
+    const Slot sl = slots[s];
+    const bool rh = reverses_h(sl.rot), rw = reverses_w(sl.rot);
+    const int64_t zs = reverses_d(sl.rot) ? cd - 1 - z : z;
+    const T* base = src + b * s0 + c * s1 + (sl.d0 + zs) * s2 + sl.h0 * s3 + sl.w0 * s4;
+    T* out = dst + p * plane_elems;
+    for (int64_t y = 0; y < ch; ++y) {
+      const T* row = base + (rh ? ch - 1 - y : y) * s3;
+      T* o = out + y * cw;
+      if (!rw) {
+        if (s4 == 1) {
+          std::memcpy(o, row, static_cast<size_t>(cw) * sizeof(T));
+        } else {
+          for (int64_t x = 0; x < cw; ++x) o[x] = row[x * s4];
+        }
+      } else if (s4 == 1) {
+        const T* last = row + (cw - 1);
+        for (int64_t x = 0; x < cw; ++x) o[x] = last[-x];
+      } else {
+        for (int64_t x = 0; x < cw; ++x) o[x] = row[(cw - 1 - x) * s4];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void puzzle_cpu(const Geometry& g, const std::vector<Slot>& slots, const void* src, void* dst) {
+  check_geometry(g);
+  check_arg(static_cast<int64_t>(slots.size()) == g.B * g.M, "perms", "slot table has ",
+            slots.size(), " entries, expected B * M = ", g.B * g.M);
+  if (g.out_numel() == 0) return;
+  check_arg(src != nullptr, "volumes", "null data");
+  check_arg(dst != nullptr, "out", "null data");
+  switch (g.itemsize) {
+    case 1:
+      puzzle_rows(g, slots.data(), static_cast<const uint8_t*>(src), static_cast<uint8_t*>(dst));
+      break;
+    case 2:
+      puzzle_rows(g, slots.data(), static_cast<const uint16_t*>(src),
+                  static_cast<uint16_t*>(dst));
+      break;
+    case 4:
+      puzzle_rows(g, slots.data(), static_cast<const uint32_t*>(src),
+                  static_cast<uint32_t*>(dst));
+      break;
+    case 8:
+      puzzle_rows(g, slots.data(), static_cast<const uint64_t*>(src),
+                  static_cast<uint64_t*>(dst));
+      break;
+    default:
+      check_itemsize(g.itemsize, "volumes");
+  }
+}
+
+}  // namespace puzzle
+}  // namespace rubikkit

@@ -1,0 +1,294 @@
+"""LIDC-IDRI lung-nodule volumes of interest (VOIs): fixed cubes around each nodule.
+
+Layout (as in ``shared/data/lidc_nodule_vois``, the ML4PM course export of LIDC-IDRI)::
+
+    PATH/image/LIDC-IDRI-XXXX_R_N.nii.gz        int16 HU crop around nodule N
+    PATH/nodule_mask/LIDC-IDRI-XXXX_R_N.nii.gz  {0, 1} nodule mask on the same grid
+    PATH/metadata.csv                           one row per nodule: file, patient_id,
+                                                Malignancy_value (1-5), Diagnosis, ...
+
+Each VOI is resampled once to a cube (default 32^3 voxels of 1 mm, trilinear) centred on the
+centroid of its nodule mask, padding with air (-1000 HU) where the VOI is smaller than the cube; HU
+are kept in the cache and normalised per item (default: lung window level -600, width 1500 to
+[-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
+score 3 dropped (thresholds configurable), or the ``Diagnosis`` column. Splits are by ``patient_id``
+(never by nodule), drawn over all patients before any nodule is dropped, deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rubikkit.data.base import VolumeDataset, group_split
+from rubikkit.data.cache import cached_arrays, file_fingerprint
+from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, window_ct
+from rubikkit.data.io import load_nifti
+
+__all__ = ["LIDCNodules", "resample_around"]
+
+_VERSION = 1
+LUNG_WINDOW = (-600.0, 1500.0)
+
+
+def resample_around(
+    volume: np.ndarray,
+    spacing,
+    centre,
+    shape=(32, 32, 32),
+    new_spacing=(1.0, 1.0, 1.0),
+    *,
+    pad_value: float = -1000.0,
+    order: str = "linear",
+) -> np.ndarray:
+    """Sample a ``shape`` cube of ``new_spacing`` mm voxels centred on ``centre`` from ``volume``.
+
+    Parameters
+    ----------
+    volume : (D, H, W) array
+    spacing : 3 floats
+        Voxel size of ``volume`` in mm (D, H, W).
+    centre : 3 floats
+        Cube centre in ``volume``'s voxel coordinates (fractional allowed).
+    shape : 3 ints
+    new_spacing : 3 floats
+    pad_value : float
+        Value outside ``volume`` (air for CT).
+    order : {"linear", "nearest"}
+
+    Returns
+    -------
+    (shape) float32 ndarray.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    vol = np.asarray(volume, dtype=np.float32)
+    if vol.ndim != 3:
+        raise ValueError(f"volume: expected (D, H, W), got shape {vol.shape}")
+    norm = []
+    for a in range(3):
+        n, size = int(shape[a]), vol.shape[a]
+        pos = centre[a] + (np.arange(n, dtype=np.float64) - (n - 1) / 2) * (
+            new_spacing[a] / spacing[a]
+        )
+        if size == 1:  # a single slice: inside within half a voxel, else outside
+            x = np.where(np.abs(pos) <= 0.5, 0.0, 3.0)
+        else:
+            x = 2.0 * pos / (size - 1) - 1.0
+        norm.append(x.astype(np.float32))
+    gd, gh, gw = np.meshgrid(*norm, indexing="ij")
+    grid = torch.from_numpy(np.stack([gw, gh, gd], axis=-1))[None]  # grid_sample wants (W, H, D)
+    t = torch.from_numpy(vol - pad_value)[None, None]
+    mode = "bilinear" if order == "linear" else "nearest"
+    out = F.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return (out[0, 0].numpy() + pad_value).astype(np.float32)
+
+
+def _shape3(size) -> tuple[int, int, int]:
+    if isinstance(size, (int, np.integer)):
+        return (int(size),) * 3
+    s = tuple(int(v) for v in size)
+    if len(s) != 3 or min(s) < 1:
+        raise ValueError(f"size: expected an int or 3 positive ints, got {size!r}")
+    return s  # type: ignore[return-value]
+
+
+class LIDCNodules(VolumeDataset):
+    """LIDC nodule VOIs as fixed cubes, labelled benign / malignant (or unlabeled).
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder with ``image/``, ``nodule_mask/`` and ``metadata.csv``.
+    split : {"train", "val", "test", "all"}
+    size : int or (D, H, W)
+        Cube shape in voxels (default 32).
+    spacing : float or 3 floats
+        Output voxel size in mm (default 1 mm isotropic).
+    labels : {"malignancy", "diagnosis"}
+        ``Malignancy_value`` thresholds, or the ``Diagnosis`` column (``Malign`` / ``Benign``).
+    benign_max, malignant_min : int
+        Malignancy scores ``<= benign_max`` are benign, ``>= malignant_min`` malignant, others dropped.
+    unlabeled : bool
+        Keep every nodule of the split (score 3 too), ``task="unlabeled"``, for pre-training.
+    fractions : 3 floats
+        Fractions of **patients** in train / val / test (default 0.7 / 0.1 / 0.2).
+    seed : int
+        Seed of the patient split.
+    normalize : {"window", "minmax", "meanmax", None}
+        ``"window"``: CT window ``window`` -> [-1, 1]; ``"minmax"`` / ``"meanmax"`` as in
+        :mod:`rubikkit.data.intensity`; None keeps HU.
+    window : (level, width)
+        HU window for ``normalize="window"`` (default lung: -600, 1500).
+    return_mask : bool
+        Also return the resampled nodule mask as ``mask`` (D, H, W).
+    cache_dir : str or Path or None
+        Folder of the on-disk cache of resampled cubes (default ``$RUBIKKIT_DATA/cache``);
+        ``False`` disables the disk cache (the in-memory one stays).
+    progress : bool
+        Progress bar while resampling.
+    transform : callable, optional
+    """
+
+    REQUIRED = ("file", "patient_id")
+
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        *,
+        size=32,
+        spacing=1.0,
+        labels: str = "malignancy",
+        benign_max: int = 2,
+        malignant_min: int = 4,
+        unlabeled: bool = False,
+        fractions=(0.7, 0.1, 0.2),
+        seed: int = 0,
+        normalize: str | None = "window",
+        window=LUNG_WINDOW,
+        return_mask: bool = False,
+        cache_dir=None,
+        progress: bool = True,
+        transform=None,
+    ):
+        import pandas as pd
+
+        from rubikkit.data.spec import data_root
+
+        root = Path(root).expanduser()
+        meta_path = root / "metadata.csv"
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"root: {meta_path} not found; a LIDC VOI folder holds image/, nodule_mask/ and "
+                "metadata.csv. Prepare one with `python data_scripts/lidc_nodules.py`."
+            )
+        try:
+            meta = pd.read_csv(meta_path)
+        except Exception as exc:
+            raise ValueError(f"root: cannot read {meta_path}: {exc}") from exc
+        if labels not in ("malignancy", "diagnosis"):
+            raise ValueError(f"labels: expected 'malignancy' or 'diagnosis', got {labels!r}")
+        column = "Malignancy_value" if labels == "malignancy" else "Diagnosis"
+        needed = list(self.REQUIRED) + ([] if unlabeled else [column])
+        for col in needed:
+            if col not in meta.columns:
+                raise ValueError(f"metadata: {meta_path} has no column {col!r}")
+        if normalize not in ("window", "minmax", "meanmax", None):
+            raise ValueError(
+                f"normalize: expected 'window', 'minmax', 'meanmax' or None, got {normalize!r}"
+            )
+        if not benign_max < malignant_min:
+            raise ValueError(
+                f"benign_max, malignant_min: need benign_max < malignant_min, got "
+                f"{benign_max}, {malignant_min}"
+            )
+        self.root = root
+        self.shape = _shape3(size)
+        sp = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(float(s) for s in spacing)
+        if len(sp) != 3 or min(sp) <= 0:
+            raise ValueError(f"spacing: expected a positive float or 3 of them, got {spacing!r}")
+        self.spacing = sp
+        self.normalize = normalize
+        self.window = tuple(window)
+        self.return_mask = bool(return_mask)
+        self.transform = transform
+        self.split = split
+        self.name = f"lidc:{root}"
+        self.num_channels = 1
+        self.class_names = ["benign", "malignant"]
+
+        rows = np.arange(len(meta))
+        chosen = group_split(meta["patient_id"].astype(str), split, fractions, seed)
+        keep = np.zeros(len(meta), dtype=bool)
+        keep[chosen] = True
+        y = np.full(len(meta), -1, dtype=np.int64)
+        if not unlabeled:
+            if labels == "malignancy":
+                score = pd.to_numeric(meta[column], errors="coerce").to_numpy()
+                y[score <= benign_max] = 0
+                y[score >= malignant_min] = 1
+            else:
+                diag = meta[column].astype(str).str.strip().str.lower()
+                y[diag.str.startswith("malign").to_numpy()] = 1
+                y[diag.str.startswith("benign").to_numpy()] = 0
+            keep &= y >= 0
+        self._rows = rows[keep]
+        self.task = "unlabeled" if unlabeled else "classification"
+        self.labels = None if unlabeled else y[self._rows]
+        self.metadata = meta.iloc[self._rows].reset_index(drop=True)
+        self.files = meta["file"].astype(str).tolist()
+
+        cache = data_root() / "cache" if cache_dir is None else cache_dir
+        cache = None if cache is False else cache
+        images = [root / "image" / f for f in self.files]
+        masks = [root / "nodule_mask" / f for f in self.files]
+        for p in images[:1] + masks[:1]:
+            if not p.is_file():
+                raise FileNotFoundError(f"metadata: {meta_path} lists {p.name}, not found at {p}")
+        key = {
+            "version": _VERSION,
+            "root": str(root.resolve()),
+            "shape": self.shape,
+            "spacing": self.spacing,
+            "meta": file_fingerprint([meta_path]),
+            "n": len(self.files),
+        }
+        self._arrays = cached_arrays(
+            "lidc", key, lambda: self._resample_all(images, masks, progress), cache
+        )
+
+    def _resample_all(self, images, masks, progress: bool) -> dict[str, np.ndarray]:
+        from tqdm.auto import tqdm
+
+        n = len(images)
+        cubes = np.empty((n, *self.shape), dtype=np.int16)
+        cube_masks = np.empty((n, *self.shape), dtype=np.uint8)
+        for i in tqdm(range(n), desc="LIDC VOIs", disable=not progress):
+            vol = load_nifti(images[i])
+            if not masks[i].is_file():
+                raise FileNotFoundError(f"nodule_mask: {masks[i]} not found (listed in metadata)")
+            m = load_nifti(masks[i]).array
+            if m.shape != vol.array.shape:
+                raise ValueError(
+                    f"nodule_mask: {masks[i].name} has shape {m.shape}, its image {vol.array.shape}"
+                )
+            if vol.array.ndim != 3:
+                raise ValueError(f"image: {images[i].name} is not 3D (shape {vol.array.shape})")
+            nz = np.argwhere(m > 0)
+            centre = nz.mean(axis=0) if len(nz) else (np.asarray(m.shape) - 1) / 2.0
+            hu = resample_around(vol.array, vol.spacing, centre, self.shape, self.spacing)
+            mk = resample_around(
+                m.astype(np.float32), vol.spacing, centre, self.shape, self.spacing, pad_value=0.0
+            )
+            cubes[i] = np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+            cube_masks[i] = mk >= 0.5
+        return {"hu": cubes, "mask": cube_masks}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def _item(self, index: int) -> dict:
+        row = int(self._rows[index])
+        hu = self._arrays["hu"][row].astype(np.float32)
+        if self.normalize == "window":
+            img = window_ct(hu, *self.window)
+        elif self.normalize == "minmax":
+            img = minmax_to_unit(hu)
+        elif self.normalize == "meanmax":
+            img = meanmax_to_unit(hu)
+        else:
+            img = hu
+        item = {"image": img[None], "id": Path(self.files[row]).name.split(".nii")[0]}
+        if self.labels is not None:
+            item["label"] = int(self.labels[index])
+        if self.return_mask:
+            item["mask"] = self._arrays["mask"][row]
+        return item
+
+    @property
+    def patient_ids(self) -> np.ndarray:
+        """Patient of each item."""
+        return self.metadata["patient_id"].astype(str).to_numpy()

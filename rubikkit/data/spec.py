@@ -1,0 +1,136 @@
+"""``open_dataset(spec, split, **options)``: one entry point for every dataset.
+
+Specs (``scheme:argument``):
+
+=============================  ====================================================================
+``phantoms:hemorrhage``        built-in phantoms (also ``tumour``, ``nodule``); options ``n``,
+                               ``size``, ``seed``, ``difficulty`` (:class:`~.phantoms.PhantomDataset`)
+``medmnist3d:adrenal``         MedMNIST 3D (``organ``, ``nodule``, ``fracture``, ``vessel``,
+                               ``synapse``); options ``size=28|64``, ``root``, ``download``
+``lidc:PATH``                  LIDC nodule VOIs (:class:`~.lidc.LIDCNodules`)
+``brats:PATH``                 BraTS folders or MSD Task01 (:class:`~.brats.BraTS`)
+``nifti:PATH``                 a folder of NIfTI volumes, optional labels CSV
+                               (:class:`~.nifti.NiftiFolder`)
+=============================  ====================================================================
+
+A relative ``PATH`` is resolved against the data root ``$RUBIKKIT_DATA`` (default
+``~/.cache/rubikkit``); ``~`` is expanded. Options given as strings (from a command line,
+``--data-option size=64``) are converted with :func:`parse_value`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["SCHEMES", "data_root", "open_dataset", "parse_spec", "parse_value", "resolve_path"]
+
+SCHEMES = ("phantoms", "medmnist3d", "lidc", "brats", "nifti")
+_HOW_TO_GET = {
+    "lidc": "python data_scripts/lidc_nodules.py --dest {path}",
+    "brats": "python data_scripts/brats.py --source YOUR_BRATS_FOLDER_OR_ARCHIVE --dest {path}",
+    "nifti": "python data_scripts/phantoms.py --dest {path} (a phantom folder), or your own NIfTIs",
+}
+
+
+def data_root() -> Path:
+    """The data root: ``$RUBIKKIT_DATA`` or ``~/.cache/rubikkit``."""
+    env = os.environ.get("RUBIKKIT_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "rubikkit"
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """Expand ``~``; a relative path is taken under :func:`data_root`."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else data_root() / p
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``"lidc:some/path"`` -> ``("lidc", "some/path")``; validates the scheme."""
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"spec: expected a string like 'phantoms:hemorrhage', got {type(spec).__name__}"
+        )
+    scheme, sep, arg = spec.partition(":")
+    scheme = scheme.strip().lower()
+    if not sep or scheme not in SCHEMES or not arg.strip():
+        raise ValueError(
+            f"spec: {spec!r} is not a dataset spec; use one of "
+            "'phantoms:hemorrhage|tumour|nodule', 'medmnist3d:adrenal', 'lidc:PATH', "
+            "'brats:PATH', 'nifti:PATH'"
+        )
+    return scheme, arg.strip()
+
+
+def parse_value(text: str):
+    """Convert a command-line option value: int, float, bool, None, tuple (``64,64,32``) or str."""
+    if not isinstance(text, str):
+        return text
+    t = text.strip()
+    low = t.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    if low in ("none", "null"):
+        return None
+    if "," in t:
+        return tuple(parse_value(p) for p in t.split(",") if p.strip())
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def open_dataset(spec: str, split: str = "train", **options):
+    """Open a dataset by spec; see the module docstring for the specs.
+
+    Parameters
+    ----------
+    spec : str
+        ``scheme:argument``.
+    split : {"train", "val", "test", "all"}
+        (MedMNIST has no "all".)
+    **options
+        Passed to the dataset class (string values are converted by :func:`parse_value`).
+
+    Returns
+    -------
+    torch.utils.data.Dataset
+        Items ``{"image": (C, D, H, W) float32, "label" | "mask", "id"}``; attributes
+        ``class_names``, ``num_channels``, ``task``, ``labels``, ``class_counts()``.
+
+    Raises
+    ------
+    ValueError
+        Unknown spec or option value.
+    FileNotFoundError
+        The dataset is not on disk; the message names the data_scripts command that gets it.
+    """
+    scheme, arg = parse_spec(spec)
+    opts = {k: parse_value(v) for k, v in options.items()}
+    if scheme == "phantoms":
+        from rubikkit.data.phantoms import PhantomDataset
+
+        return PhantomDataset(arg, split=split, **opts)
+    if scheme == "medmnist3d":
+        from rubikkit.data.medmnist import MedMNIST3D
+
+        return MedMNIST3D(arg, split=split, **opts)
+    path = resolve_path(arg)
+    if not path.exists():
+        how = _HOW_TO_GET[scheme].format(path=path)
+        raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. Get it with `{how}`.")
+    if scheme == "lidc":
+        from rubikkit.data.lidc import LIDCNodules
+
+        return LIDCNodules(path, split=split, **opts)
+    if scheme == "brats":
+        from rubikkit.data.brats import BraTS
+
+        return BraTS(path, split=split, **opts)
+    from rubikkit.data.nifti import NiftiFolder
+
+    return NiftiFolder(path, split=split, **opts)

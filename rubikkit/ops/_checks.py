@@ -1,0 +1,61 @@
+"""Small argument normalisers shared by rubikkit.ops (messages name the argument)."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def as_triple(value, name: str, *, minimum: int = 1) -> tuple[int, int, int]:
+    """An int or a sequence of 3 ints -> a tuple (d, h, w) of Python ints >= ``minimum``."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int or 3 ints, got a bool")
+    if isinstance(value, numbers.Integral):
+        vals = (int(value),) * 3
+    else:
+        try:
+            seq = list(value)
+        except TypeError:
+            raise TypeError(
+                f"{name}: expected an int or 3 ints, got {type(value).__name__}"
+            ) from None
+        if len(seq) != 3:
+            raise ValueError(f"{name}: expected 3 values (d, h, w), got {len(seq)}")
+        for v in seq:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{name}: expected integers, got {seq!r}")
+        vals = tuple(int(v) for v in seq)
+    if min(vals) < minimum:
+        raise ValueError(f"{name}: every entry must be >= {minimum}, got {vals}")
+    return vals  # type: ignore[return-value]
+
+
+def spatial_shape(volume_shape, name: str = "volume_shape") -> tuple[int, int, int]:
+    """(D, H, W) from a shape whose last three entries are (D, H, W)."""
+    try:
+        shape = tuple(volume_shape)
+    except TypeError:
+        raise TypeError(
+            f"{name}: expected a shape ending in (D, H, W), got {type(volume_shape).__name__}"
+        ) from None
+    if len(shape) < 3:
+        raise ValueError(f"{name}: expected a shape ending in (D, H, W), got {shape}")
+    return as_triple(shape[-3:], name)
+
+
+def int_array(value, name: str, ndim) -> np.ndarray:
+    """Any array-like (numpy, torch on any device, lists) of integers -> int64 numpy array.
+
+    ``ndim`` is the required number of dimensions, or a tuple of allowed ones.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, maybe on a GPU
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype == np.bool_ or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in allowed:
+        want = " or ".join(str(n) for n in allowed)
+        raise ValueError(f"{name}: expected {want} dimensions, got shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
