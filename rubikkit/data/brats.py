@@ -326,14 +326,32 @@ class BraTS(VolumeDataset):
             brain = None
         else:
             files = case["files"]
-            image = np.stack([load_nifti(files[c], dtype=np.float32).array for c in self.channels])
-            shapes = {c: load_nifti(files[c]).array.shape for c in self.channels[:1]}
-            mask = load_nifti(files["label"]).array
-            brain = load_nifti(files["brainmask"]).array > 0 if "brainmask" in files else None
-            del shapes
+            chans = []
+            for c in self.channels:
+                arr = load_nifti(files[c], dtype=np.float32).array
+                if arr.ndim != 3:
+                    raise ValueError(f"image: {files[c]} should be 3D, got shape {arr.shape}")
+                if chans and arr.shape != chans[0].shape:
+                    raise ValueError(
+                        f"image: {files[c]} has shape {arr.shape}, but "
+                        f"{files[self.channels[0]].name} has {chans[0].shape}"
+                    )
+                chans.append(arr)
+            image = np.stack(chans)
+            label_path = files["label"]
+            mask = load_nifti(label_path).array
+            brain = None
+            if "brainmask" in files:
+                brain = load_nifti(files["brainmask"]).array > 0
+                if brain.shape != image.shape[1:]:
+                    raise ValueError(
+                        f"brainmask: {files['brainmask']} has shape {brain.shape}, the images "
+                        f"{image.shape[1:]}"
+                    )
         if mask.shape != image.shape[1:]:
             raise ValueError(
-                f"label: case {case['id']}'s label map has shape {mask.shape}, its images {image.shape[1:]}"
+                f"label: the label map {label_path} has shape {mask.shape}, the images of case "
+                f"{case['id']} {image.shape[1:]}"
             )
         return image, np.rint(mask).astype(np.int16), brain
 

@@ -12,13 +12,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
+import sys
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "extract_archive",
     "file_digest",
     "read_manifest",
+    "run_script",
     "verify_file",
 ]
 
@@ -147,26 +150,18 @@ def download(
             f"Download it by hand and put it at {dest}, then run the command again."
         ) from exc
     if response is not None:
-        with response:
-            status = getattr(response, "status", None) or response.getcode()
-            if have and status != 206:
-                have = 0  # the server ignored Range: start over
-            length = response.headers.get("Content-Length")
-            total = have + int(length) if length and length.isdigit() else None
-            with (
-                open(part, "ab" if have else "wb") as fh,
-                tqdm(
-                    total=total,
-                    initial=have,
-                    unit="B",
-                    unit_scale=True,
-                    desc=dest.name,
-                    disable=not progress,
-                ) as bar,
-            ):
-                for block in iter(lambda: response.read(chunk_size), b""):
-                    fh.write(block)
-                    bar.update(len(block))
+        try:
+            _stream(response, part, have, dest.name, chunk_size, progress, tqdm)
+        except (
+            urllib.error.URLError,
+            ConnectionError,
+            TimeoutError,
+            http.client.HTTPException,
+        ) as exc:
+            raise OfflineError(
+                f"url: the download of {url} was interrupted ({exc}); the {part.stat().st_size} "
+                f"bytes received are kept in {part}: run the command again to resume"
+            ) from exc
     if exp is not None:
         got = file_digest(part, exp[0])
         if got != exp[1]:
@@ -177,6 +172,30 @@ def download(
             )
     os.replace(part, dest)
     return dest
+
+
+def _stream(response, part: Path, have: int, desc: str, chunk_size: int, progress: bool, tqdm):
+    """Append (after a 206 answer to a Range request) or write the response body to ``part``."""
+    with response:
+        status = getattr(response, "status", None) or response.getcode()
+        if have and status != 206:
+            have = 0  # the server ignored Range: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else None
+        with (
+            open(part, "ab" if have else "wb") as fh,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                desc=desc,
+                disable=not progress,
+            ) as bar,
+        ):
+            for block in iter(lambda: response.read(chunk_size), b""):
+                fh.write(block)
+                bar.update(len(block))
 
 
 def _check_member(name: str, target: Path) -> Path:
@@ -301,3 +320,25 @@ def read_manifest(path: str | os.PathLike) -> dict[str, str]:
         digest, _, name = line.partition("  ")
         out[name.strip().lstrip("./")] = digest.strip().lower()
     return out
+
+
+def run_script(
+    main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None
+) -> int:
+    """Run a data script's ``main`` and turn expected failures into one clear line, no traceback.
+
+    Offline, a checksum mismatch, an unsafe archive, a missing or malformed input: the message goes
+    to stderr prefixed with ``error:`` and the exit status is 1 (2 for an offline network, so a shell
+    can tell them apart). Anything else is a bug and keeps its traceback.
+    """
+    try:
+        return int(main(argv) or 0)
+    except OfflineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ChecksumError, UnsafeArchiveError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130

@@ -288,6 +288,15 @@ def save_nifti(
     if affine is None:
         sd, sh, sw = (float(s) for s in spacing)
         affine = np.diag([sw, sh, sd, 1.0])
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    elif data.dtype.kind in "iu" and data.dtype.itemsize == 8:
+        # NIfTI tools rarely read 64-bit integers (nibabel refuses them): store int32 when it fits
+        lo, hi = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        info = np.iinfo(np.int32)
+        if lo < info.min or hi > info.max:
+            raise ValueError(f"array: 64-bit integers outside the int32 range ({lo}..{hi})")
+        data = data.astype(np.int32)
     img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
     suffix = ".nii.gz" if str(path).lower().endswith(".gz") else ".nii"
     with atomic_path(path, suffix=suffix) as tmp:

@@ -26,9 +26,9 @@ from rubikkit.data.cache import cached_arrays, file_fingerprint
 from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, window_ct
 from rubikkit.data.io import load_nifti
 
-__all__ = ["LIDCNodules", "resample_around"]
+__all__ = ["LIDCNodules", "read_xlsx", "resample_around", "voi_metadata"]
 
-_VERSION = 1
+_VERSION = 2
 LUNG_WINDOW = (-600.0, 1500.0)
 
 
@@ -67,22 +67,24 @@ def resample_around(
     vol = np.asarray(volume, dtype=np.float32)
     if vol.ndim != 3:
         raise ValueError(f"volume: expected (D, H, W), got shape {vol.shape}")
+    if len(tuple(shape)) != 3 or len(tuple(spacing)) != 3 or len(tuple(new_spacing)) != 3:
+        raise ValueError("shape, spacing, new_spacing: expected 3 values each (D, H, W)")
+    if len(tuple(centre)) != 3:
+        raise ValueError(f"centre: expected 3 voxel coordinates (d, h, w), got {centre!r}")
     norm = []
     for a in range(3):
         n, size = int(shape[a]), vol.shape[a]
         pos = centre[a] + (np.arange(n, dtype=np.float64) - (n - 1) / 2) * (
             new_spacing[a] / spacing[a]
         )
-        if size == 1:  # a single slice: inside within half a voxel, else outside
-            x = np.where(np.abs(pos) <= 0.5, 0.0, 3.0)
-        else:
-            x = 2.0 * pos / (size - 1) - 1.0
-        norm.append(x.astype(np.float32))
+        # align_corners=False convention: voxel i spans [i - 0.5, i + 0.5], so a one-slice volume
+        # works too and the cube fades to pad_value within half a voxel of the edge.
+        norm.append(((2.0 * pos + 1.0) / size - 1.0).astype(np.float32))
     gd, gh, gw = np.meshgrid(*norm, indexing="ij")
     grid = torch.from_numpy(np.stack([gw, gh, gd], axis=-1))[None]  # grid_sample wants (W, H, D)
     t = torch.from_numpy(vol - pad_value)[None, None]
     mode = "bilinear" if order == "linear" else "nearest"
-    out = F.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    out = F.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=False)
     return (out[0, 0].numpy() + pad_value).astype(np.float32)
 
 
@@ -292,3 +294,113 @@ class LIDCNodules(VolumeDataset):
     def patient_ids(self) -> np.ndarray:
         """Patient of each item."""
         return self.metadata["patient_id"].astype(str).to_numpy()
+
+
+_XLSX_NS = {"m": "http://schemas.openxmlformats.org/spreadsheetml/2006/main"}
+
+
+def _column_index(ref: str) -> int:
+    """``"C7"`` -> 2: the zero-based column of a spreadsheet cell reference."""
+    col = 0
+    for ch in ref:
+        if not ch.isalpha():
+            break
+        col = col * 26 + (ord(ch.upper()) - ord("A") + 1)
+    return col - 1
+
+
+def read_xlsx(path):
+    """Read the first sheet of an ``.xlsx`` workbook into a DataFrame (first row = header).
+
+    A small reader for plain tables (shared and inline strings, numbers), so converting the LIDC
+    VOI spreadsheet needs no extra dependency. Formulas give their cached values; styles are ignored.
+
+    Raises
+    ------
+    ValueError
+        The file is not a readable workbook; the message names it.
+    """
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            shared: list[str] = []
+            if "xl/sharedStrings.xml" in names:
+                root = ET.fromstring(zf.read("xl/sharedStrings.xml"))
+                for si in root.findall("m:si", _XLSX_NS):
+                    shared.append("".join(t.text or "" for t in si.iter(f"{{{_XLSX_NS['m']}}}t")))
+            sheets = sorted(n for n in names if n.startswith("xl/worksheets/sheet"))
+            if not sheets:
+                raise ValueError("no worksheet")
+            sheet = ET.fromstring(zf.read(sheets[0]))
+    except (zipfile.BadZipFile, ET.ParseError, KeyError, ValueError, OSError) as exc:
+        raise ValueError(f"path: cannot read the spreadsheet {path}: {exc}") from exc
+    rows: list[dict[int, object]] = []
+    for row in sheet.iter(f"{{{_XLSX_NS['m']}}}row"):
+        cells: dict[int, object] = {}
+        for i, c in enumerate(row.findall("m:c", _XLSX_NS)):
+            col = _column_index(c.get("r", "")) if c.get("r") else i
+            kind = c.get("t", "n")
+            v = c.find("m:v", _XLSX_NS)
+            if kind == "inlineStr":
+                value: object = "".join(t.text or "" for t in c.iter(f"{{{_XLSX_NS['m']}}}t"))
+            elif v is None or v.text is None:
+                value = None
+            elif kind == "s":
+                value = shared[int(v.text)]
+            elif kind in ("str", "e"):
+                value = v.text
+            elif kind == "b":
+                value = v.text == "1"
+            else:
+                f = float(v.text)
+                value = int(f) if f.is_integer() else f
+            cells[col] = value
+        rows.append(cells)
+    if not rows:
+        raise ValueError(f"path: the spreadsheet {path} is empty")
+    width = max((max(r) + 1 for r in rows if r), default=0)
+    header = [str(rows[0].get(j, f"column_{j}")) for j in range(width)]
+    body = [[r.get(j) for j in range(width)] for r in rows[1:]]
+    return pd.DataFrame(body, columns=header)
+
+
+def voi_metadata(table, image_dir=None):
+    """Normalise a per-nodule table into ``metadata.csv`` form: a ``file`` column first.
+
+    The VOI files are named ``<patient_id>_R_<nodule_id>.nii.gz``; a table without a ``file``
+    column (the source spreadsheet) gets one built from ``patient_id`` and ``nodule_id``. With
+    ``image_dir``, rows whose image is absent are dropped.
+
+    Raises
+    ------
+    ValueError
+        ``metadata``: a required column is missing (named).
+    """
+    df = table.copy()
+    if "file" not in df.columns:
+        for col in ("patient_id", "nodule_id"):
+            if col not in df.columns:
+                raise ValueError(
+                    f"metadata: the table has no {col!r} column (nor 'file'); "
+                    f"it has {list(df.columns)}"
+                )
+        df.insert(
+            0,
+            "file",
+            [f"{p}_R_{int(n)}.nii.gz" for p, n in zip(df["patient_id"], df["nodule_id"])],
+        )
+    for col in ("patient_id", "Malignancy_value"):
+        if col not in df.columns:
+            raise ValueError(
+                f"metadata: the table has no {col!r} column; it has {list(df.columns)}"
+            )
+    if image_dir is not None:
+        present = {p.name for p in Path(image_dir).iterdir()}
+        df = df[df["file"].astype(str).isin(present)].reset_index(drop=True)
+    return df

@@ -1,19 +1,28 @@
 """A folder of NIfTI volumes, optionally labelled by a CSV.
 
 ``root/*.nii[.gz]`` (searched recursively), and optionally ``root/labels.csv`` (or ``labels_csv=``)
-with columns ``file`` (a path relative to ``root``) and ``label`` (a class name or index), and an
-optional ``split`` column (``train``/``val``/``test``). Without a ``split`` column, files are split
-deterministically (fractions, seed). Without a CSV the dataset is ``"unlabeled"``. This is the layout
-``data_scripts/phantoms.py`` writes.
+with a column ``file`` (a path relative to ``root``) and any of:
+
+* ``label``: a class name or index (classification);
+* ``mask``: a label map on the same grid (segmentation when there is no ``label``; with a ``label``
+  it is returned beside it);
+* ``split``: ``train`` / ``val`` / ``test``; without it, files are split deterministically
+  (``fractions``, ``seed``);
+* ``class_name``: the name of an integer ``label``.
+
+An optional ``root/dataset.json`` may give ``class_names`` (the names of the classes or mask
+values). Without a CSV the dataset is ``"unlabeled"``. This is the layout ``data_scripts/phantoms.py``
+writes.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from rubikkit.data.base import VolumeDataset, group_split
+from rubikkit.data.base import SPLITS, VolumeDataset, group_split
 from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, resample_to_shape, zscore
 from rubikkit.data.io import is_nifti, load_nifti, nifti_stem
 
@@ -32,10 +41,13 @@ class NiftiFolder(VolumeDataset):
     labels_csv : str or Path, optional
         Default ``root/labels.csv`` when it exists.
     size : int or (D, H, W), optional
-        Resample every volume to this shape (trilinear); default: keep (then volumes of different
-        shapes cannot be batched).
+        Resample every volume to this shape (trilinear; masks nearest); default: keep (then volumes
+        of different shapes cannot be batched).
     normalize : {"minmax", "meanmax", "zscore", None}
         Per channel (see :mod:`rubikkit.data.intensity`); None keeps the stored values.
+    class_names : list of str, optional
+        Override the class names (default: ``dataset.json``, the CSV's ``class_name`` column, the
+        label strings, or the mask values).
     fractions, seed : split when the CSV has no ``split`` column.
     cache : bool
         Keep decoded volumes in memory.
@@ -50,6 +62,7 @@ class NiftiFolder(VolumeDataset):
         labels_csv=None,
         size=None,
         normalize: str | None = "minmax",
+        class_names=None,
         fractions=(0.7, 0.1, 0.2),
         seed: int = 0,
         cache: bool = True,
@@ -62,44 +75,69 @@ class NiftiFolder(VolumeDataset):
             raise FileNotFoundError(f"root: {root} is not a folder of NIfTI files")
         if normalize not in _NORMS:
             raise ValueError(f"normalize: expected one of {_NORMS}, got {normalize!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         self.root, self.split, self.size, self.normalize = root, split, size, normalize
         self.transform = transform
         self.name = f"nifti:{root}"
+        meta = {}
+        meta_path = root / "dataset.json"
+        if meta_path.is_file():
+            try:
+                meta = json.loads(meta_path.read_text())
+            except ValueError as exc:
+                raise ValueError(f"root: {meta_path} is not valid JSON: {exc}") from exc
         csv = Path(labels_csv) if labels_csv is not None else root / "labels.csv"
         if labels_csv is not None and not csv.is_file():
             raise FileNotFoundError(f"labels_csv: {csv} not found")
+        self.mask_files: list[Path] | None = None
         if csv.is_file():
-            table = pd.read_csv(csv)
-            for col in ("file", "label"):
-                if col not in table.columns:
-                    raise ValueError(f"labels_csv: {csv} has no column {col!r}")
+            try:
+                table = pd.read_csv(csv)
+            except Exception as exc:  # pandas raises several parser errors
+                raise ValueError(f"labels_csv: cannot read {csv}: {exc}") from exc
+            if "file" not in table.columns:
+                raise ValueError(f"labels_csv: {csv} has no column 'file'")
+            if "label" not in table.columns and "mask" not in table.columns:
+                raise ValueError(f"labels_csv: {csv} has neither a 'label' nor a 'mask' column")
             files = [root / str(f) for f in table["file"]]
             for f in files:
                 if not f.is_file():
                     raise FileNotFoundError(f"labels_csv: {csv} lists {f.name}, not found at {f}")
-            raw = table["label"].tolist()
-            if all(isinstance(v, (int, np.integer)) for v in raw):
-                n_cls = int(max(raw)) + 1 if raw else 0
-                names = [str(i) for i in range(n_cls)]
-                if "class_name" in table.columns:
-                    for v, nm in zip(raw, table["class_name"]):
-                        names[int(v)] = str(nm)
-                y = np.asarray(raw, dtype=np.int64)
-            else:
-                names = sorted({str(v) for v in raw})
-                y = np.asarray([names.index(str(v)) for v in raw], dtype=np.int64)
             if "split" in table.columns and split != "all":
-                if split not in ("train", "val", "test"):
-                    raise ValueError(
-                        f"split: expected 'train', 'val', 'test' or 'all', got {split!r}"
-                    )
                 idx = np.flatnonzero(table["split"].astype(str).to_numpy() == split)
             else:
                 idx = group_split([str(f) for f in table["file"]], split, fractions, seed)
             self.files = [files[i] for i in idx]
-            self.labels = y[idx]
-            self.class_names = names
-            self.task = "classification"
+            if "mask" in table.columns:
+                masks = [root / str(m) for m in table["mask"]]
+                for m in masks:
+                    if not m.is_file():
+                        raise FileNotFoundError(
+                            f"labels_csv: {csv} lists the mask {m.name}, not found at {m}"
+                        )
+                self.mask_files = [masks[i] for i in idx]
+            if "label" in table.columns:
+                raw = table["label"].tolist()
+                if table["label"].isna().any():
+                    raise ValueError(f"labels_csv: {csv} has empty cells in column 'label'")
+                if all(isinstance(v, (int, np.integer)) for v in raw):
+                    n_cls = int(max(raw)) + 1 if raw else 0
+                    names = [str(i) for i in range(n_cls)]
+                    if "class_name" in table.columns:
+                        for v, nm in zip(raw, table["class_name"]):
+                            names[int(v)] = str(nm)
+                    y = np.asarray(raw, dtype=np.int64)
+                else:
+                    names = sorted({str(v) for v in raw})
+                    y = np.asarray([names.index(str(v)) for v in raw], dtype=np.int64)
+                self.labels = y[idx]
+                self.class_names = names
+                self.task = "classification"
+            else:
+                self.labels = None
+                self.class_names = []
+                self.task = "segmentation"
         else:
             all_files = sorted(p for p in root.rglob("*") if is_nifti(p.name) and p.is_file())
             if not all_files:
@@ -109,6 +147,22 @@ class NiftiFolder(VolumeDataset):
             self.labels = None
             self.class_names = []
             self.task = "unlabeled"
+        if class_names is None:
+            class_names = meta.get("class_names")
+        if class_names is not None:
+            class_names = [str(c) for c in class_names]
+            if (
+                self.labels is not None
+                and len(self.labels)
+                and self.labels.max() >= len(class_names)
+            ):
+                raise ValueError(
+                    f"class_names: {len(class_names)} names for labels up to {self.labels.max()}"
+                )
+            self.class_names = class_names
+        if self.task == "segmentation" and not self.class_names:
+            top = max((int(self._mask(i).max()) for i in range(len(self.files))), default=0)
+            self.class_names = [str(i) for i in range(top + 1)]
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.num_channels = self._load(0).shape[0] if self.files else 1
 
@@ -132,8 +186,27 @@ class NiftiFolder(VolumeDataset):
             self._cache[index] = arr
         return arr
 
+    def _mask(self, index: int) -> np.ndarray:
+        assert self.mask_files is not None
+        path = self.mask_files[index]
+        m = load_nifti(path).array
+        if m.ndim != 3:
+            raise ValueError(f"mask: {path} should be 3D (D, H, W), got shape {m.shape}")
+        return np.rint(m).astype(np.int64)
+
     def _item(self, index: int) -> dict:
-        item = {"image": self._load(index), "id": nifti_stem(self.files[index])}
+        image = self._load(index)
+        item = {"image": image, "id": nifti_stem(self.files[index])}
         if self.labels is not None:
             item["label"] = int(self.labels[index])
+        if self.mask_files is not None:
+            m = self._mask(index)
+            if self.size is not None:
+                m = resample_to_shape(m, self.size, order="nearest")
+            elif m.shape != image.shape[1:]:
+                raise ValueError(
+                    f"mask: {self.mask_files[index]} has shape {m.shape}, its image "
+                    f"{self.files[index].name} {image.shape[1:]}"
+                )
+            item["mask"] = m
         return item

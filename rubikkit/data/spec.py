@@ -112,25 +112,33 @@ def open_dataset(spec: str, split: str = "train", **options):
     scheme, arg = parse_spec(spec)
     opts = {k: parse_value(v) for k, v in options.items()}
     if scheme == "phantoms":
-        from rubikkit.data.phantoms import PhantomDataset
-
-        return PhantomDataset(arg, split=split, **opts)
-    if scheme == "medmnist3d":
-        from rubikkit.data.medmnist import MedMNIST3D
-
-        return MedMNIST3D(arg, split=split, **opts)
+        from rubikkit.data.phantoms import PhantomDataset as cls
+    elif scheme == "medmnist3d":
+        from rubikkit.data.medmnist import MedMNIST3D as cls
+    elif scheme == "lidc":
+        from rubikkit.data.lidc import LIDCNodules as cls
+    elif scheme == "brats":
+        from rubikkit.data.brats import BraTS as cls
+    else:
+        from rubikkit.data.nifti import NiftiFolder as cls
+    _check_options(spec, cls, opts)
+    if scheme in ("phantoms", "medmnist3d"):
+        return cls(arg, split=split, **opts)
     path = resolve_path(arg)
     if not path.exists():
         how = _HOW_TO_GET[scheme].format(path=path)
         raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. Get it with `{how}`.")
-    if scheme == "lidc":
-        from rubikkit.data.lidc import LIDCNodules
+    return cls(path, split=split, **opts)
 
-        return LIDCNodules(path, split=split, **opts)
-    if scheme == "brats":
-        from rubikkit.data.brats import BraTS
 
-        return BraTS(path, split=split, **opts)
-    from rubikkit.data.nifti import NiftiFolder
+def _check_options(spec: str, cls, opts: dict) -> None:
+    """Name an option the dataset does not take, with the ones it does."""
+    import inspect
 
-    return NiftiFolder(path, split=split, **opts)
+    names = list(inspect.signature(cls.__init__).parameters)
+    valid = [n for n in names[2:] if n != "split"]  # skip self and the spec's own argument
+    for name in opts:
+        if name not in valid:
+            raise ValueError(
+                f"options: {spec!r} takes no option {name!r}; it takes {', '.join(valid)}"
+            )
