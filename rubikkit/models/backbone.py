@@ -1,0 +1,171 @@
+"""Backbones: the shared interface, the factory and the strict weight transfer.
+
+A backbone maps ``(B, C, D, H, W)`` volumes to ``(B, out_features)`` vectors through an adaptive
+average pooling layer (TCPC, Sec. 3.2.1: pre-training cubes and fine-tuning volumes differ in size),
+and exposes the feature map of every stage for the segmentation heads.
+
+Transferring pre-trained weights either loads every backbone tensor or raises: public code has
+silently trained from scratch after a failed load (:func:`load_backbone_state`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+BACKBONES = ("vgg3d", "resnet10", "resnet18", "resnet34")
+
+
+def check_int_tuple(value, name: str) -> tuple[int, ...]:
+    """A non-empty tuple of positive ints, or ValueError naming ``name``."""
+    try:
+        out = tuple(value)
+    except TypeError:
+        raise TypeError(
+            f"{name}: expected a sequence of ints, got {type(value).__name__}"
+        ) from None
+    if not out or any(
+        isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in out
+    ):
+        raise ValueError(f"{name}: expected a non-empty sequence of positive ints, got {value!r}")
+    return tuple(int(v) for v in out)
+
+
+def check_channels(in_channels) -> None:
+    if isinstance(in_channels, bool) or not isinstance(in_channels, numbers.Integral):
+        raise TypeError(f"in_channels: expected an int, got {type(in_channels).__name__}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels: must be >= 1, got {in_channels}")
+
+
+class Backbone(nn.Module):
+    """Base class of the 3D backbones.
+
+    Attributes
+    ----------
+    out_features : int
+        Channels of the deepest feature map, the size of the pooled vector.
+    stage_channels : tuple of ints
+        Channels of each stage's output, shallow to deep.
+    stage_strides : tuple of ints
+        Downsampling factor of each stage's output relative to the input.
+    config : dict
+        ``{"name": ..., "in_channels": ..., **options}``, JSON-serialisable;
+        ``build_backbone(**config)`` rebuilds the same architecture.
+    """
+
+    out_features: int
+    stage_channels: tuple[int, ...]
+    stage_strides: tuple[int, ...]
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+
+    @property
+    def total_stride(self) -> int:
+        """Stride of the deepest feature map (inputs padded to a multiple of it tile exactly)."""
+        return self.stage_strides[-1]
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:  # pragma: no cover
+        """Feature map of every stage, shallow to deep: ``[(B, stage_channels[i], ...)]``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, D, H, W)`` -> pooled ``(B, out_features)``."""
+        if x.ndim != 5:
+            raise ValueError(f"x: expected (B, C, D, H, W), got shape {tuple(x.shape)}")
+        return self.pool(self.forward_features(x)[-1]).flatten(1)
+
+
+def build_backbone(name: str, in_channels: int = 1, **kwargs) -> Backbone:
+    """Build a backbone by name.
+
+    Parameters
+    ----------
+    name : {"vgg3d", "resnet10", "resnet18", "resnet34"}
+    in_channels : int
+        Input channels C.
+    **kwargs
+        Architecture options: ``widths`` (and ``convs`` for VGG).
+
+    Returns
+    -------
+    Backbone
+        Its ``config`` rebuilds it: ``build_backbone(**backbone.config)``.
+    """
+    from rubikkit.models.resnet import ResNet3D
+    from rubikkit.models.vgg import VGG3D
+
+    if name == "vgg3d":
+        return VGG3D(in_channels=in_channels, **kwargs)
+    if isinstance(name, str) and name.startswith("resnet") and name in BACKBONES:
+        return ResNet3D(depth=int(name[len("resnet") :]), in_channels=in_channels, **kwargs)
+    raise ValueError(f"name: unknown backbone {name!r}; expected one of {BACKBONES}")
+
+
+def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Load every tensor of a backbone state dict, or raise listing what does not match.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        The module to load into (a :class:`Backbone`).
+    state_dict : mapping of str to Tensor
+        The backbone's own keys (strip a ``"backbone."`` prefix first, e.g. with
+        :func:`backbone_state_from`).
+
+    Raises
+    ------
+    ValueError
+        Listing the missing, unexpected and shape-mismatched keys; nothing is loaded then.
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    own = backbone.state_dict()
+    missing = sorted(k for k in own if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in own)
+    mismatched = sorted(
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape-mismatched", mismatched),
+        ):
+            if keys:
+                parts.append(f"{label} ({len(keys)}): {', '.join(keys)}")
+        raise ValueError(
+            "state_dict: the backbone weights do not match the model, refusing a partial load; "
+            + "; ".join(parts)
+        )
+    backbone.load_state_dict(state_dict, strict=True)
+
+
+def backbone_state_from(state_dict: Mapping[str, torch.Tensor], prefix: str = "backbone.") -> dict:
+    """The entries of a model's state dict under ``prefix``, with the prefix removed.
+
+    Raises
+    ------
+    ValueError
+        When no key starts with ``prefix``.
+    """
+    out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not out:
+        raise ValueError(f"state_dict: no key starts with {prefix!r}")
+    return out

@@ -1,0 +1,392 @@
+"""Rubik's cube recovery (Zhuang et al., MICCAI 2019, Sec. 2.1) and its cube-ordering baseline.
+
+A volume is cut into a 2x2x2 grid of cubes with a gap between neighbours (Sec. 2.1: "about 10
+voxels", so that texture running across cube borders gives no shortcut). The cubes are rearranged
+by one of K permutations chosen for large Hamming distance (:func:`rubikkit.ops.hamming_permutations`)
+and each cube is rotated by 180 degrees horizontally, vertically or not at all. The Siamese-Octad
+network predicts the permutation (K-way classification) and, per cube, whether it was rotated
+horizontally and vertically (2M binary targets). Loss (Sec. 2.1, Eq. 3):
+
+    L = alpha * CE(order) + beta * (BCE(horizontal) + BCE(vertical)),   alpha = beta = 1
+
+("equal weights lead to the best feature representations"). Metrics are the paper's Table 1
+columns: ``order_acc`` (the permutation is right) and ``rot_acc`` (per cube, both rotation bits
+right).
+
+Gap. The paper's ~10-voxel gap is given for its volumes, not as a rule; here the default cube
+leaves ``gap = 0.125`` of each grid cell free (10 voxels of an 80-voxel cell, i.e. a 160^3 volume
+cut into 70^3 cubes). With ``jitter`` (training) each cube sits at a random offset inside its cell,
+so the gap between two neighbours varies between 0 and twice the slack; in evaluation the cubes are
+centred and every gap equals the slack. Pass ``cube_size`` to fix the cube instead.
+
+Rotation codes per cube are drawn uniformly from {0 none, 1 horizontal, 2 vertical} (the paper
+allows one of the two per cube); ``both_rotations=True`` adds 3 (both).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rubikkit.models.siamese import SiameseOctad
+from rubikkit.ops import (
+    hamming_permutations,
+    puzzle,
+    rotation_bits,
+    sample_origins,
+    sample_permutations,
+    sample_rotations,
+)
+from rubikkit.tasks.base import ProxyTask, check_fraction, check_int, check_volumes, numpy_rng
+
+DEFAULT_GAP = 0.125
+
+
+@functools.lru_cache(maxsize=16)
+def _perm_set(n_cubes: int, k: int, method: str, seed: int, pool_size: int) -> np.ndarray:
+    perms = hamming_permutations(n_cubes, k, method=method, seed=seed, pool_size=pool_size)
+    perms.setflags(write=False)
+    return perms
+
+
+def _cube_option(cube_size):
+    if cube_size is None:
+        return None
+    if isinstance(cube_size, (int, np.integer)) and not isinstance(cube_size, bool):
+        cube_size = (cube_size,) * 3
+    try:
+        cube = tuple(cube_size)
+    except TypeError:
+        raise TypeError(f"cube_size: expected an int or 3 ints, got {cube_size!r}") from None
+    if len(cube) != 3 or any(
+        isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in cube
+    ):
+        raise ValueError(
+            f"cube_size: expected a positive int or 3 positive ints, got {cube_size!r}"
+        )
+    return [int(c) for c in cube]
+
+
+class CubePuzzleTask(ProxyTask):
+    """Shared machinery of the grid-puzzle tasks (``rubik``, ``ordering``, ``jigsaw3d``).
+
+    Parameters
+    ----------
+    grid : int
+        Cells per axis (2 for the Rubik's cube, M = 8; 3 for the jigsaw, M = 27).
+    n_perms : int
+        Number of permutations K (ordering classes).
+    perm_method : {"max_min", "max_avg"}
+        Greedy Hamming rule of :func:`rubikkit.ops.hamming_permutations`.
+    perm_seed : int
+        Seed of the permutation set (part of the task: a checkpoint's classes depend on it).
+    pool_size : int
+        Candidate pool of the permutation search when M > 9.
+    cube_size : int or 3 ints, optional
+        Cube size (d, h, w); default: ``floor(cell * (1 - gap))`` per axis for each batch.
+    gap : float
+        Fraction of a grid cell left free around its cube when ``cube_size`` is None.
+    jitter : bool
+        Random cube offsets inside the cells while the model is training (centred in eval).
+    rotation : bool
+        Rotate cubes and predict the rotations.
+    both_rotations : bool
+        Also draw code 3 (horizontal and vertical).
+    alpha, beta : float
+        Weights of the ordering and rotation losses.
+    hidden : int
+        Width of the ordering head's hidden layer.
+    dropout : float
+        Dropout in the heads.
+    """
+
+    name = "puzzle"
+
+    def __init__(
+        self,
+        *,
+        grid: int,
+        n_perms: int,
+        perm_method: str,
+        perm_seed: int,
+        pool_size: int,
+        cube_size,
+        gap: float,
+        jitter: bool,
+        rotation: bool,
+        both_rotations: bool,
+        alpha: float,
+        beta: float,
+        hidden: int,
+        dropout: float,
+        option_names,
+    ):
+        self.grid = check_int(grid, "grid", 1)
+        self.n_cubes = self.grid**3
+        if self.n_cubes < 2:
+            raise ValueError("grid: need at least 2 cells per axis")
+        self.n_perms = check_int(n_perms, "n_perms", 1)
+        if perm_method not in ("max_min", "max_avg"):
+            raise ValueError(f"perm_method: expected 'max_min' or 'max_avg', got {perm_method!r}")
+        self.perm_method = perm_method
+        self.perm_seed = check_int(perm_seed, "perm_seed", 0)
+        self.pool_size = check_int(pool_size, "pool_size", 1)
+        self.cube_size = _cube_option(cube_size)
+        self.gap = check_fraction(gap, "gap")
+        self.jitter = bool(jitter)
+        self.rotation = bool(rotation)
+        self.both_rotations = bool(both_rotations)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        if self.alpha < 0 or self.beta < 0:
+            raise ValueError(f"alpha: loss weights must be >= 0, got alpha={alpha}, beta={beta}")
+        self.hidden = check_int(hidden, "hidden", 1)
+        self.dropout = check_fraction(dropout, "dropout")
+        values = {
+            "grid": self.grid,
+            "n_perms": self.n_perms,
+            "perm_method": self.perm_method,
+            "perm_seed": self.perm_seed,
+            "pool_size": self.pool_size,
+            "cube_size": self.cube_size,
+            "gap": self.gap,
+            "jitter": self.jitter,
+            "rotation": self.rotation,
+            "both_rotations": self.both_rotations,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+        }
+        super().__init__(**{k: values[k] for k in option_names})
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @property
+    def perm_set(self) -> np.ndarray:
+        """(K, M) int64 permutation set; row ``k`` is ordering class ``k`` (computed once)."""
+        return _perm_set(
+            self.n_cubes, self.n_perms, self.perm_method, self.perm_seed, self.pool_size
+        )
+
+    @property
+    def rotation_codes(self) -> tuple[int, ...]:
+        if not self.rotation:
+            return (0,)
+        return (0, 1, 2, 3) if self.both_rotations else (0, 1, 2)
+
+    @property
+    def min_volume_shape(self) -> tuple[int, int, int]:
+        if self.cube_size is not None:
+            return tuple(self.grid * c for c in self.cube_size)
+        # smallest cell whose cube floor(cell * (1 - gap)) is at least one voxel
+        cell = int(np.ceil(1.0 / (1.0 - self.gap) - 1e-9))
+        return (self.grid * cell,) * 3
+
+    def cube_for(self, volume_shape) -> tuple[int, int, int]:
+        """Cube size (d, h, w) used for volumes of shape ``(..., D, H, W)``."""
+        if self.cube_size is not None:
+            return tuple(self.cube_size)
+        cells = [int(s) // self.grid for s in volume_shape[-3:]]
+        return tuple(max(1, int(np.floor(c * (1.0 - self.gap) + 1e-9))) for c in cells)
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        return SiameseOctad(
+            backbone,
+            n_cubes=self.n_cubes,
+            n_perms=self.n_perms,
+            hidden=self.hidden,
+            rotation=self.rotation,
+            dropout=self.dropout,
+        )
+
+    # --- batches, loss, metrics ----------------------------------------------------------------
+
+    def build_batch(self, volumes: torch.Tensor, generator, train: bool = True) -> dict:
+        """Cut, rearrange and rotate the cubes of a batch, on the volumes' device.
+
+        Parameters
+        ----------
+        volumes : (B, C, D, H, W) float tensor
+        generator : torch.Generator
+            Drives the cube offsets, permutations and rotations.
+        train : bool
+            Jitter the cube offsets (when the task's ``jitter`` is on).
+
+        Returns
+        -------
+        dict
+            ``"cubes"`` (B, M, C, d, h, w) tensor; ``"order"`` (B,) int64 tensor of permutation
+            classes; ``"hor"``, ``"ver"`` (B, M) float tensors of rotation bits; and as numpy
+            arrays ``"origins"`` (B, M, 3), ``"perms"`` (B, M) (``perm_set[order]``) and
+            ``"rots"`` (B, M) codes, which :func:`rubikkit.ops.unpuzzle` takes to undo the puzzle.
+        """
+        check_volumes(volumes, self.min_volume_shape)
+        B = int(volumes.shape[0])
+        rng = numpy_rng(generator)
+        cube = self.cube_for(volumes.shape)
+        origins = sample_origins(
+            B, volumes.shape, grid=self.grid, cube_size=cube, jitter=self.jitter and train, rng=rng
+        )
+        labels, perms = sample_permutations(B, self.perm_set, rng)
+        rots = sample_rotations(B, self.n_cubes, codes=self.rotation_codes, rng=rng)
+        cubes = puzzle(volumes.detach(), origins, cube, perms, rots)
+        hor, ver = rotation_bits(rots)
+        dev = volumes.device
+        return {
+            "cubes": cubes,
+            "order": torch.as_tensor(labels, device=dev),
+            "hor": torch.as_tensor(hor, dtype=torch.float32, device=dev),
+            "ver": torch.as_tensor(ver, dtype=torch.float32, device=dev),
+            "origins": origins,
+            "perms": perms,
+            "rots": rots,
+        }
+
+    def loss(self, out: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """The Rubik's cube loss (Sec. 2.1) and the Table 1 metrics of one batch."""
+        order_logits = out["order"].float()
+        loss_order = F.cross_entropy(order_logits, batch["order"])
+        metrics = {
+            "loss_order": float(loss_order.detach()),
+            "order_acc": float((order_logits.argmax(1) == batch["order"]).float().mean()),
+        }
+        loss = self.alpha * loss_order
+        if self.rotation:
+            rot = out["rot"].float()
+            loss_hor = F.binary_cross_entropy_with_logits(rot[..., 0], batch["hor"])
+            loss_ver = F.binary_cross_entropy_with_logits(rot[..., 1], batch["ver"])
+            loss = loss + self.beta * (loss_hor + loss_ver)
+            hor_ok = (rot[..., 0] > 0).float() == batch["hor"]
+            ver_ok = (rot[..., 1] > 0).float() == batch["ver"]
+            metrics.update(
+                loss_rot=float((loss_hor + loss_ver).detach()),
+                rot_acc=float((hor_ok & ver_ok).float().mean()),
+                hor_acc=float(hor_ok.float().mean()),
+                ver_acc=float(ver_ok.float().mean()),
+            )
+        metrics["loss"] = float(loss.detach())
+        return loss, metrics
+
+    def step(self, model: nn.Module, volumes: torch.Tensor, generator, index=None):
+        batch = self.build_batch(volumes, generator, train=model.training)
+        return self.loss(model(batch["cubes"]), batch)
+
+
+_RUBIK_OPTIONS = (
+    "n_perms",
+    "perm_method",
+    "perm_seed",
+    "cube_size",
+    "gap",
+    "jitter",
+    "both_rotations",
+    "alpha",
+    "beta",
+    "hidden",
+    "dropout",
+)
+
+
+class RubikTask(CubePuzzleTask):
+    """``rubik``: cube ordering and orientation on a 2x2x2 Rubik's cube (Zhuang et al., Sec. 2.1).
+
+    Parameters
+    ----------
+    n_perms : int
+        K, the number of permutations (default 100).
+    perm_method, perm_seed : str, int
+        How the permutation set is chosen (see :func:`rubikkit.ops.hamming_permutations`).
+    cube_size : int or 3 ints, optional
+        Fixed cube size; default ``floor(cell * (1 - gap))`` per axis.
+    gap : float
+        Fraction of each grid cell left free (default 0.125: 10 voxels of an 80-voxel cell).
+    jitter : bool
+        Random cube offsets inside the cells in training.
+    both_rotations : bool
+        Draw rotation codes from {0, 1, 2, 3} instead of {0, 1, 2}.
+    alpha, beta : float
+        Loss weights of ordering and orientation (1 and 1: the paper's equal weights).
+    hidden : int
+        Hidden width of the ordering head.
+    dropout : float
+        Dropout in the heads.
+    """
+
+    name = "rubik"
+    _rotation = True
+
+    def __init__(
+        self,
+        n_perms: int = 100,
+        perm_method: str = "max_min",
+        perm_seed: int = 0,
+        cube_size=None,
+        gap: float = DEFAULT_GAP,
+        jitter: bool = True,
+        both_rotations: bool = False,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        hidden: int = 512,
+        dropout: float = 0.0,
+    ):
+        names = (
+            _RUBIK_OPTIONS
+            if self._rotation
+            else tuple(n for n in _RUBIK_OPTIONS if n not in ("both_rotations", "beta"))
+        )
+        super().__init__(
+            grid=2,
+            n_perms=n_perms,
+            perm_method=perm_method,
+            perm_seed=perm_seed,
+            pool_size=100_000,
+            cube_size=cube_size,
+            gap=gap,
+            jitter=jitter,
+            rotation=self._rotation,
+            both_rotations=both_rotations,
+            alpha=alpha,
+            beta=beta,
+            hidden=hidden,
+            dropout=dropout,
+            option_names=names,
+        )
+
+
+class OrderingTask(RubikTask):
+    """``ordering``: the Rubik's cube without rotations, the paper's "cube ordering" baseline.
+
+    Parameters are those of :class:`RubikTask` without ``both_rotations`` and ``beta``.
+    """
+
+    name = "ordering"
+    _rotation = False
+
+    def __init__(
+        self,
+        n_perms: int = 100,
+        perm_method: str = "max_min",
+        perm_seed: int = 0,
+        cube_size=None,
+        gap: float = DEFAULT_GAP,
+        jitter: bool = True,
+        alpha: float = 1.0,
+        hidden: int = 512,
+        dropout: float = 0.0,
+    ):
+        super().__init__(
+            n_perms=n_perms,
+            perm_method=perm_method,
+            perm_seed=perm_seed,
+            cube_size=cube_size,
+            gap=gap,
+            jitter=jitter,
+            alpha=alpha,
+            hidden=hidden,
+            dropout=dropout,
+        )

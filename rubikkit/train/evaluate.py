@@ -1,0 +1,181 @@
+"""Scoring a checkpoint on a split (``rubikkit evaluate CKPT --data SPEC --split test``).
+
+A fine-tuning checkpoint gives the target metrics (accuracy and AUC, or mIoU and Dice); a
+pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns
+of Table 1 of Zhuang et al. 2019). The model is rebuilt from the checkpoint's config and loaded
+strictly. Runs in one process (under ``torchrun`` every rank would score the same split).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from rubikkit.train.checkpoint import load_checkpoint
+from rubikkit.train.distributed import resolve_device
+from rubikkit.train.loop import write_json
+from rubikkit.train.runs import git_commit, open_split, options_dict, resolve_amp
+
+__all__ = ["evaluate", "load_model"]
+
+
+def load_model(checkpoint, device="cpu"):
+    """The model of a pretrain or finetune checkpoint, weights loaded strictly, in eval mode.
+
+    Returns
+    -------
+    (model, config, task)
+        ``config`` is the checkpoint's, plus ``trained_epochs`` and ``trained_steps``; ``task`` is the proxy task for a pretrain checkpoint, else None.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``checkpoint``.
+    ValueError
+        The checkpoint's config cannot rebuild the model, or its weights do not fit it.
+    """
+    from rubikkit.models import build_backbone
+    from rubikkit.train.finetune import build_target_model
+
+    ckpt = load_checkpoint(checkpoint, name="checkpoint")
+    cfg = dict(ckpt.get("config") or {})
+    cfg["trained_epochs"] = int(ckpt.get("epoch", 0))
+    cfg["trained_steps"] = int(ckpt.get("step", 0))
+    kind = cfg.get("kind")
+    if not isinstance(cfg.get("backbone"), dict):
+        raise ValueError(f"checkpoint: {checkpoint} has no config['backbone'] to rebuild from")
+    backbone = build_backbone(**cfg["backbone"])
+    task = None
+    if kind == "finetune":
+        model = build_target_model(
+            cfg["head"], backbone, int(cfg["n_classes"]), cfg.get("dropout", 0)
+        )
+    elif kind == "pretrain":
+        from rubikkit.tasks import get_task
+
+        options = {k: v for k, v in (cfg.get("task_options") or {}).items() if k != "name"}
+        task = get_task(cfg["task"], **options)
+        model = task.build_model(backbone)
+    else:
+        raise ValueError(f"checkpoint: {checkpoint} has an unknown kind {kind!r}")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"checkpoint: weights of {checkpoint} do not fit its model: {exc}"
+        ) from exc
+    model.to(device).eval()
+    return model, cfg, task
+
+
+def evaluate(
+    checkpoint,
+    data: str | None = None,
+    split: str = "test",
+    *,
+    data_options: dict | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    workers: int = 0,
+    amp: bool | None = None,
+    seed: int | None = None,
+    out=None,
+    progress: bool = True,
+) -> dict:
+    """Score ``checkpoint`` on ``split`` of ``data``.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        best.pt or last.pt of a pretrain or finetune run.
+    data : str, optional
+        Dataset spec; default the one the checkpoint was trained on.
+    split : str
+    data_options : dict, optional
+        Override the checkpoint's data options (e.g. a different ``n``).
+    batch_size : int, optional
+        Default: the run's.
+    device, workers, amp
+        As for training.
+    seed : int, optional
+        Puzzles drawn for a proxy task (default: the run's seed).
+    out : path-like, optional
+        Write the result there as JSON (a folder gets ``metrics_<split>.json``).
+
+    Returns
+    -------
+    dict
+        Record fields of the run (``dataset``, ``method``, ``backbone``, ``head``, ...) and
+        ``splits`` = {split: metrics}; :func:`rubikkit.train.to_record` makes it a record.
+    """
+    from rubikkit.train.finetune import evaluate_target
+    from rubikkit.train.pretrain import evaluate_proxy
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    use_amp = resolve_amp(amp, dev)
+    model, cfg, task = load_model(checkpoint, dev)
+    spec = cfg.get("data") if data is None else data
+    opts = dict(cfg.get("data_options") or {}) if data is None else {}
+    opts.update(options_dict(data_options, "data_options"))
+    dataset = open_split(spec, split, opts)
+    bs = int(batch_size or cfg.get("batch_size") or 2)
+    if task is not None:
+        task.prepare(dataset)
+        metrics = evaluate_proxy(
+            task,
+            model,
+            dataset,
+            batch_size=bs,
+            device=dev,
+            seed=int(cfg.get("seed", 0) if seed is None else seed),
+            workers=workers,
+            amp=use_amp,
+            progress=progress,
+            desc=f"evaluate {split}",
+        )
+        method = cfg["task"]
+    else:
+        if len(dataset.class_names) != int(cfg["n_classes"]):
+            raise ValueError(
+                f"data: {spec!r} has {len(dataset.class_names)} classes, the checkpoint "
+                f"predicts {cfg['n_classes']}"
+            )
+        metrics = evaluate_target(
+            cfg["head"],
+            model,
+            dataset,
+            batch_size=bs,
+            device=dev,
+            workers=workers,
+            amp=use_amp,
+            class_names=list(dataset.class_names),
+            progress=progress,
+            desc=f"evaluate {split}",
+        )
+        method = cfg.get("method", "scratch")
+    result = {
+        "kind": "evaluate",
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "dataset": spec,
+        "data_options": opts,
+        "method": method,
+        "backbone": cfg["backbone"].get("name"),
+        "head": cfg.get("head"),
+        "label_fraction": cfg.get("label_fraction"),
+        "seed": cfg.get("seed"),
+        "epochs": cfg["trained_epochs"],
+        "steps": cfg["trained_steps"],
+        "commit": git_commit(),
+        "device": str(dev),
+        "wall_s": time.perf_counter() - t0,
+        "splits": {split: metrics},
+    }
+    # Under torchrun every rank scores the same split; only rank 0 writes.
+    if out is not None and int(os.environ.get("RANK", "0")) == 0:
+        p = Path(out)
+        if p.is_dir() or not p.suffix:
+            p = p / f"metrics_{split}.json"
+        write_json(result, p)
+    return result

@@ -1,0 +1,257 @@
+"""Models: output shapes for odd input sizes, the 3D pixel shuffle, strict weight transfer."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from rubikkit.models import (
+    BACKBONES,
+    DUC3D,
+    Backbone,
+    Classifier,
+    CPCModel,
+    SiameseOctad,
+    UNet3D,
+    backbone_state_from,
+    build_backbone,
+    load_backbone_state,
+    pixel_shuffle_3d,
+)
+
+TINY = {
+    "vgg3d": {"widths": [4, 8, 8, 16, 16]},
+    **{n: {"widths": [4, 8, 8, 16]} for n in BACKBONES[1:]},
+}
+ODD = (1, 33, 37, 29)  # (C, D, H, W)
+
+
+def tiny(name: str, in_channels: int = 1) -> Backbone:
+    torch.manual_seed(0)
+    return build_backbone(name, in_channels, **TINY[name])
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_shapes_odd_input(name):
+    b = tiny(name, in_channels=2)
+    x = torch.randn(2, 2, 33, 37, 29)
+    assert b(x).shape == (2, b.out_features)
+    feats = b.forward_features(x)
+    assert [f.shape[1] for f in feats] == list(b.stage_channels)
+    for f, s in zip(feats, b.stage_strides):
+        assert tuple(f.shape[2:]) == tuple(-(-L // s) for L in x.shape[2:])
+    assert b.out_features == b.stage_channels[-1]
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_config_rebuilds(name):
+    b = tiny(name, in_channels=3)
+    config = json.loads(json.dumps(b.config))
+    assert config["name"] == name and config["in_channels"] == 3
+    again = build_backbone(**config)
+    assert type(again) is type(b)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {
+        k: v.shape for k, v in b.state_dict().items()
+    }
+
+
+def test_default_backbones_are_standard():
+    assert build_backbone("resnet18").stage_channels == (64, 64, 128, 256, 512)
+    assert len(build_backbone("resnet34").layers[2]) == 6
+    vgg = build_backbone("vgg3d")
+    assert vgg.stage_channels == (64, 128, 256, 512, 512) and vgg.total_stride == 16
+
+
+def test_backbone_tiny_inputs_pool_adaptively():
+    b = tiny("vgg3d").eval()
+    for size in ((1, 1, 1), (5, 3, 7), (17, 16, 15)):
+        assert b(torch.randn(1, 1, *size)).shape == (1, 16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "vgg19"}, "name"),
+        ({"name": "resnet50"}, "name"),
+        ({"name": "vgg3d", "widths": []}, "widths"),
+        ({"name": "vgg3d", "widths": [4, 0]}, "widths"),
+        ({"name": "vgg3d", "widths": [4, 8], "convs": [1]}, "convs"),
+        ({"name": "resnet18", "widths": [4, 8]}, "widths"),
+        ({"name": "vgg3d", "in_channels": 0}, "in_channels"),
+    ],
+)
+def test_build_backbone_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_backbone(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["vgg3d", "resnet18"])
+def test_segmentation_heads_odd_input(name):
+    x = torch.randn(1, *ODD)
+    for head in (UNet3D(tiny(name), 3), DUC3D(tiny(name), 3, hidden=8)):
+        y = head(x)
+        assert y.shape == (1, 3, *ODD[1:])
+        y.mean().backward()
+        grads = [p.grad for p in head.backbone.parameters()]
+        assert all(g is not None for g in grads)
+
+
+def test_duc_predicts_r_cubed_channels():
+    b = tiny("vgg3d")
+    duc = DUC3D(b, n_classes=2, hidden=8)
+    assert duc.r == 16 and duc.head[-1].out_channels == 16**3 * 2
+
+
+def test_classifier_and_errors():
+    b = tiny("resnet10", 2)
+    clf = Classifier(b, 4, dropout=0.5)
+    assert clf(torch.randn(2, 2, 19, 21, 23)).shape == (2, 4)
+    assert clf.backbone is b
+    with pytest.raises(ValueError, match="n_classes"):
+        Classifier(b, 0)
+    with pytest.raises(ValueError, match="dropout"):
+        Classifier(b, 2, dropout=1.0)
+    with pytest.raises(ValueError, match="n_classes"):
+        UNet3D(b, 0)
+
+
+@pytest.mark.parametrize("rotation", [True, False])
+def test_siamese_octad_shapes(rotation):
+    b = tiny("vgg3d")
+    net = SiameseOctad(b, n_cubes=8, n_perms=10, hidden=16, rotation=rotation)
+    out = net(torch.randn(3, 8, 1, 9, 11, 7))
+    assert out["order"].shape == (3, 10)
+    if rotation:
+        assert out["rot"].shape == (3, 8, 2)
+        # the rotation head is shallow: one linear layer over the concatenated features
+        assert isinstance(net.rot_head, torch.nn.Linear)
+        assert net.rot_head.in_features == 8 * b.out_features
+    else:
+        assert "rot" not in out
+    with pytest.raises(ValueError, match="cubes"):
+        net(torch.randn(3, 7, 1, 9, 11, 7))
+
+
+def test_siamese_runs_backbone_once_over_all_cubes():
+    b = tiny("vgg3d")
+    calls = []
+    b.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    SiameseOctad(b, n_cubes=8, n_perms=4, hidden=8)(torch.randn(2, 8, 1, 8, 8, 8))
+    assert calls == [16]
+
+
+def test_siamese_branches_share_weights():
+    """A cube gives the same feature in every slot: swapping two cubes swaps their features."""
+    b = tiny("vgg3d").eval()
+    net = SiameseOctad(b, n_cubes=2, n_perms=2, hidden=4).eval()
+    cubes = torch.randn(1, 2, 1, 8, 8, 8)
+    f = b(cubes[0])
+    f_swapped = b(cubes[0].flip(0))
+    torch.testing.assert_close(f, f_swapped.flip(0))
+    net(cubes)
+
+
+def test_cpc_model_shapes():
+    b = tiny("resnet18")
+    m = CPCModel(b, hidden=12)
+    out = m(torch.randn(5, 7, 1, 8, 8, 8), torch.randn(5, 1, 8, 8, 8))
+    assert out["pred"].shape == (5, b.out_features) and out["target"].shape == (5, b.out_features)
+    with pytest.raises(ValueError, match="target"):
+        m(torch.randn(5, 7, 1, 8, 8, 8), torch.randn(4, 1, 8, 8, 8))
+
+
+# --- the 3D pixel shuffle --------------------------------------------------------------------
+
+
+def pixel_shuffle_3d_reference(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Plain loops: channel c*r^3 + (i*r + j)*r + k of voxel (d, h, w) -> (d*r+i, h*r+j, w*r+k)."""
+    B, Cr, D, H, W = x.shape
+    C = Cr // r**3
+    out = torch.empty(B, C, D * r, H * r, W * r, dtype=x.dtype)
+    for c, i, j, k in itertools.product(range(C), range(r), range(r), range(r)):
+        ch = c * r**3 + (i * r + j) * r + k
+        out[:, c, i::r, j::r, k::r] = x[:, ch]
+    return out
+
+
+@pytest.mark.parametrize(
+    "r, C, dhw", [(1, 3, (2, 3, 4)), (2, 1, (1, 1, 1)), (2, 3, (3, 2, 5)), (3, 2, (2, 1, 3))]
+)
+def test_pixel_shuffle_3d_matches_reference(r, C, dhw):
+    x = torch.randn(2, C * r**3, *dhw)
+    torch.testing.assert_close(pixel_shuffle_3d(x, r), pixel_shuffle_3d_reference(x, r))
+
+
+def test_pixel_shuffle_3d_errors():
+    with pytest.raises(ValueError, match="r:"):
+        pixel_shuffle_3d(torch.randn(1, 8, 2, 2, 2), 0)
+    with pytest.raises(ValueError, match="x:"):
+        pixel_shuffle_3d(torch.randn(1, 9, 2, 2, 2), 2)
+    with pytest.raises(ValueError, match="x:"):
+        pixel_shuffle_3d(torch.randn(8, 2, 2, 2), 2)
+
+
+# --- strict weight transfer ------------------------------------------------------------------
+
+
+def test_load_backbone_state_loads_every_tensor():
+    src = tiny("resnet18")
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    dst = build_backbone("resnet18", 1, widths=[4, 8, 8, 16])
+    load_backbone_state(dst, src.state_dict())
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+
+
+def test_transfer_from_pretraining_model_to_fine_tuning_heads():
+    pre = SiameseOctad(tiny("vgg3d"), n_cubes=8, n_perms=4, hidden=8)
+    with torch.no_grad():
+        for p in pre.parameters():
+            p.uniform_()
+    state = backbone_state_from(pre.state_dict())
+    for model in (Classifier(tiny("vgg3d"), 2), UNet3D(tiny("vgg3d"), 2), DUC3D(tiny("vgg3d"), 2)):
+        load_backbone_state(model.backbone, state)
+        for k, v in state.items():
+            assert torch.equal(model.state_dict()["backbone." + k], v)
+    with pytest.raises(ValueError, match="backbone"):
+        backbone_state_from({"fc.weight": torch.zeros(1)})
+
+
+def test_load_backbone_state_raises_with_key_lists():
+    dst = tiny("vgg3d")
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    state = dict(tiny("vgg3d").state_dict())
+    del state["stages.0.0.weight"]
+    state["head.weight"] = torch.zeros(3)
+    state["stages.1.1.weight"] = torch.zeros(5)
+    with pytest.raises(ValueError) as info:
+        load_backbone_state(dst, state)
+    msg = str(info.value)
+    assert "missing (1): stages.0.0.weight" in msg
+    assert "unexpected (1): head.weight" in msg
+    assert "shape-mismatched (1): stages.1.1.weight" in msg
+    # nothing was loaded
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_load_backbone_state_rejects_other_architecture():
+    with pytest.raises(ValueError, match="missing .*unexpected"):
+        load_backbone_state(tiny("vgg3d"), tiny("resnet10").state_dict())
+    with pytest.raises(ValueError, match="shape-mismatched"):
+        load_backbone_state(tiny("vgg3d", 1), tiny("vgg3d", 4).state_dict())
+    with pytest.raises(TypeError, match="state_dict"):
+        load_backbone_state(tiny("vgg3d"), [1, 2])

@@ -1,0 +1,198 @@
+"""``rubikkit pretrain / finetune / evaluate`` end to end on tiny phantoms."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rubikkit.cli import main
+from rubikkit.results import validate_record
+from rubikkit.train import load_checkpoint, to_record
+from rubikkit.viz import read_log
+
+DATA = ["--data", "phantoms:hemorrhage", "--data-option", "n=8", "--data-option", "size=32"]
+FAST = ["--device", "cpu", "--no-progress", "--seed", "1"]
+RUN_FILES = {"config.json", "log.jsonl", "last.pt", "best.pt", "metrics.json"}
+
+
+def _files(folder) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "pre"
+    code = main(
+        [
+            "pretrain",
+            "--task",
+            "rubik",
+            *DATA,
+            "--backbone",
+            "vgg3d",
+            "--out",
+            str(out),
+            "--backbone-option",
+            "widths=4,8",
+            "--task-option",
+            "n_perms=8",
+            "--task-option",
+            "hidden=16",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "2",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_pretrain_writes_a_complete_run(pretrained):
+    assert RUN_FILES <= _files(pretrained)
+    config = json.loads((pretrained / "config.json").read_text())
+    assert config["backbone"] == {
+        "name": "vgg3d",
+        "in_channels": 1,
+        "widths": [4, 8],
+        "convs": [1, 1],
+    }
+    assert config["task"] == "rubik" and config["task_options"]["n_perms"] == 8
+    log = read_log(pretrained)
+    assert [r["split"] for r in log] == ["train", "val"]
+    assert all({"epoch", "step", "split", "loss"} <= r.keys() for r in log)
+    assert {"order_acc", "rot_acc"} <= log[1].keys()
+    ckpt = load_checkpoint(pretrained / "best.pt")
+    assert ckpt["step"] == 3 and ckpt["config"]["backbone"]["widths"] == [4, 8]
+    record = validate_record(to_record(pretrained / "metrics.json", "val"))
+    assert record["method"] == "rubik" and record["head"] == "proxy"
+    assert 0 <= record["metrics"]["order_acc"] <= 1
+
+
+def test_finetune_then_evaluate(pretrained, tmp_path, capsys):
+    out = tmp_path / "ft"
+    code = main(
+        [
+            "finetune",
+            "--init",
+            str(pretrained / "best.pt"),
+            "--head",
+            "classify",
+            *DATA,
+            "--label-fraction",
+            "0.5",
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    assert RUN_FILES <= _files(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "rubik" and config["n_train"] == 4  # one per class of 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["label_fraction"] == 0.5 and set(metrics["splits"]["val"]) >= {"acc", "auc"}
+    capsys.readouterr()
+    code = main(
+        [
+            "evaluate",
+            str(out / "best.pt"),
+            *DATA,
+            "--split",
+            "test",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) >= {"loss", "acc", "auc"}
+    result = json.loads((out / "metrics_test.json").read_text())
+    record = validate_record(to_record(result, "test"))
+    assert record["split"] == "test" and record["method"] == "rubik"
+    assert record["label_fraction"] == 0.5 and record["backbone"] == "vgg3d"
+
+
+def test_finetune_from_scratch_segmentation(tmp_path):
+    out = tmp_path / "seg"
+    code = main(
+        [
+            "finetune",
+            "--init",
+            "scratch",
+            "--head",
+            "duc",
+            "--data",
+            "phantoms:tumour",
+            "--data-option",
+            "n=2",
+            "--data-option",
+            "size=16",
+            "--backbone-option",
+            "widths=4,8",
+            "--out",
+            str(out),
+            "--max-steps",
+            "1",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "scratch" and metrics["head"] == "duc"
+    val = metrics["splits"]["val"]
+    assert {"miou", "dice", "iou/background"} <= set(val)
+    assert 0 <= val["miou"] <= 1
+
+
+def test_evaluate_a_pretrain_checkpoint(pretrained, capsys):
+    code = main(
+        [
+            "evaluate",
+            str(pretrained / "best.pt"),
+            "--split",
+            "test",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    assert {"order_acc", "rot_acc", "loss"} <= set(json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["pretrain", "--task", "rubik", "--data", "nowhere:x", "--out", "{tmp}/a"], "data:"),
+        (
+            ["finetune", "--init", "{tmp}/missing.pt", *DATA, "--out", "{tmp}/b"],
+            "init: no checkpoint file",
+        ),
+        (["evaluate", "{tmp}/missing.pt"], "checkpoint: no checkpoint file"),
+        (
+            ["finetune", "--init", "scratch", "--head", "unet", *DATA, "--out", "{tmp}/c"],
+            "head: 'unet' segments",
+        ),
+    ],
+)
+def test_cli_errors_name_the_argument(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rejects_bad_values(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "--init", "scratch", *DATA, "--out", "x", "--label-fraction", "2"])
+    assert "label-fraction" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--task", "rubik", *DATA, "--out", "x", "--task-option", "oops"])
+    assert "KEY=VALUE" in capsys.readouterr().err
