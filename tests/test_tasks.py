@@ -295,7 +295,11 @@ def test_tcpc_prepare_computes_once_and_caches_on_disk(tmp_path):
     task = get_task("tcpc", cache_dir=str(tmp_path), n_segments=20, n_candidates=4, **SMALL["tcpc"])
     task.prepare(ds)
     assert task.n_computed == 3
-    assert all(task.candidates[i].shape == (4, 3) for i in ids_for(3))
+    # up to 4 positive-score candidates per volume, inside the volume
+    for i in ids_for(3):
+        c = task.candidates[i]
+        assert c.ndim == 2 and c.shape[1] == 3 and 1 <= len(c) <= 4
+        assert (c >= 0).all() and (c < np.asarray(x.shape[2:])).all()
     model = task.build_model(build_backbone("vgg3d", 1, widths=[4]))
     for s in range(3):
         task.step(model, x[:2], gen(s), index=torch.tensor([2, 0]))
@@ -316,7 +320,9 @@ def test_tcpc_falls_back_when_slic_finds_nothing(monkeypatch):
     import rubikkit.slic
 
     monkeypatch.setattr(
-        rubikkit.slic, "lesion_candidates", lambda v, labels, k, **kw: np.zeros((0, 3))
+        rubikkit.slic,
+        "lesion_candidates",
+        lambda v, labels, k, **kw: (np.zeros((0, 3)), np.zeros(0), np.zeros(0, dtype=np.int64)),
     )
     task = get_task("tcpc", n_segments=10, n_candidates=2, **SMALL["tcpc"])
     v = _blob_volumes(1)[0]
@@ -417,3 +423,17 @@ def test_amp_dtype_outputs_are_accepted():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, metrics = task.step(model, x, gen())
     assert loss.dtype == torch.float32 and math.isfinite(metrics["loss"])
+
+
+@needs_slic
+def test_tcpc_candidates_lie_inside_the_head_of_a_phantom():
+    from rubikkit.data import open_dataset
+    from rubikkit.slic import body_mask
+
+    ds = open_dataset("phantoms:hemorrhage", n=3, size=32, seed=0)
+    task = get_task("tcpc", n_segments=50, n_candidates=8, **SMALL["tcpc"])
+    for i in range(len(ds)):
+        v = ds[i]["image"]
+        c = task.compute_candidates(v)
+        assert 1 <= len(c) <= 8
+        assert body_mask(v.numpy()[0])[tuple(c.T)].all()

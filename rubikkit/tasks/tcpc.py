@@ -182,7 +182,7 @@ class TCPCTask(ContrastiveCubeTask):
         -------
         centres : (n_candidates, 3) int64 array
         """
-        from rubikkit.slic import lesion_candidates, slic3d
+        from rubikkit.slic import body_mask, lesion_candidates, slic3d
 
         v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume
         v = np.asarray(v, dtype=np.float32)
@@ -199,17 +199,38 @@ class TCPCTask(ContrastiveCubeTask):
         if self.options["compactness"] is not None:
             kwargs["compactness"] = self.options["compactness"]
         labels = slic3d(v, n_segments=self.options["n_segments"], **kwargs)
-        centres = np.asarray(lesion_candidates(v, labels, k), dtype=np.int64).reshape(-1, 3)
+        centres = self._bright_candidates(v, labels, k, lesion_candidates, body_mask)
         self.n_computed += 1
         if len(centres) == 0:
             warnings.warn(
-                "tcpc: SLIC gave no lesion candidate for a volume; using the brightest cells of a "
-                f"{FALLBACK_GRID}^3 grid instead",
+                "tcpc: SLIC gave no lesion candidate inside the body for a volume; using the "
+                f"brightest cells of a {FALLBACK_GRID}^3 grid instead",
                 RubikkitWarning,
                 stacklevel=2,
             )
             return grid_candidates(v, k)
         return centres
+
+    @staticmethod
+    def _bright_candidates(v, labels, k, lesion_candidates, body_mask) -> np.ndarray:
+        """Up to ``k`` centres of supervoxels brighter than their surroundings, body first.
+
+        Without a body (or brain) mask, background supervoxels scoring about 0 fill the list in
+        the corners of the volume; so candidates inside :func:`rubikkit.slic.body_mask` come
+        first, then, when fewer than ``k`` qualify there (e.g. a small bright object on an empty
+        background, whose "body" is the object itself), positive-score ones from the whole
+        volume. A score <= 0 is never a candidate.
+        """
+        body = body_mask(v)
+        found: list[np.ndarray] = []
+        for mask in (body if body.any() else None, None):
+            centres, scores, _ = lesion_candidates(v, labels, k, mask=mask, return_scores=True)
+            centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
+            found.extend(c for c in centres[np.asarray(scores) > 0])
+            if mask is None:
+                break
+        unique = list({tuple(c): c for c in found}.values())[:k]
+        return np.asarray(unique, dtype=np.int64).reshape(-1, 3)
 
     def _lookup(self, item_id: str, volume) -> np.ndarray:
         item_id = str(item_id)
