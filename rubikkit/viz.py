@@ -32,6 +32,7 @@ __all__ = [
     "montage_slices",
     "plot_log",
     "read_log",
+    "show_cube_path",
     "show_cubes",
     "show_puzzle",
     "show_slices",
@@ -647,6 +648,119 @@ def show_supervoxels(
                 ax.scatter(pts[:, 1], pts[:, 0], s=25, marker="x", c="#ffe119")
         ax.set_title(names[a], fontsize=8)
         ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def show_cube_path(
+    volume,
+    origins,
+    cube_size,
+    *,
+    plane: int | None = None,
+    channel: int = 0,
+    margin: int | None = None,
+    ax=None,
+    figsize: tuple[float, float] = (2.8, 2.8),
+    dpi: int = 64,
+    title: str | None = None,
+):
+    """The cubes of one contrastive-predictive-coding sub-volume: support path and target.
+
+    Draws the plane through the centre of the target cube, outlines the support cubes in orange,
+    numbered in reading order and joined by arrows, and fills the target cube in green (the
+    colours of TCPC's Fig. 2).
+
+    Parameters
+    ----------
+    volume : (D, H, W) or (C, D, H, W) array or tensor
+    origins : (P, 3) ints
+        Corners (d, h, w) of the P cubes of one sub-volume: the support cubes in reading order,
+        then the target, as a CPC task's ``build_batch`` lists them (``batch["origins"][b]``
+        holds ``n_crops`` such groups one after the other).
+    cube_size : int or (d, h, w)
+    plane : {0, 1, 2}, optional
+        Axis held fixed (0 = D plane). Default: the axis along which the origins vary least
+        (the first such axis), so that the path lies in the drawn plane.
+    margin : int, optional
+        Zoom in: show only the cubes' bounding box and ``margin`` voxels around it (default: the
+        whole plane).
+    ax : matplotlib Axes, optional
+        Axes to draw into (default: a new figure).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    v = _as_3d(volume, channel)
+    o = _to_numpy(origins, "origins")
+    if o.ndim != 2 or o.shape[1] != 3 or o.shape[0] < 2:
+        raise ValueError(f"origins: expected a (P, 3) array with P >= 2, got shape {o.shape}")
+    o = o.astype(np.int64)
+    cs = np.asarray(_cube3(cube_size))
+    if plane is None:
+        plane = int(np.argmin(np.ptp(o, axis=0)))
+    if plane not in (0, 1, 2):
+        raise ValueError(f"plane: must be 0 (D), 1 (H) or 2 (W), got {plane!r}")
+    centres = o + cs / 2.0 - 0.5  # voxel coordinates of the cube centres
+    # The plane through the target's middle voxel (as show_cubes picks it for cube 0).
+    idx = _index(
+        tuple(int(x) for x in np.minimum(o[-1] + cs // 2, np.asarray(v.shape) - 1)), v.shape, None
+    )
+    rows, cols = [a for a in range(3) if a != plane]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, dpi=dpi)
+    else:
+        fig = ax.figure
+    lo, hi = _intensity_range(v, None, None)
+    ax.imshow(
+        _planes(v, idx)[plane], cmap="gray", vmin=lo, vmax=hi, interpolation="nearest",
+        origin=ORIGINS[plane],
+    )  # fmt: skip
+    support, target = "#f58231", "#3cb44b"
+    for m, org in enumerate(o):
+        is_target = m == len(o) - 1
+        ax.add_patch(
+            Rectangle(
+                (org[cols] - 0.5, org[rows] - 0.5),
+                cs[cols],
+                cs[rows],
+                fill=is_target,
+                facecolor=target if is_target else "none",
+                alpha=0.45 if is_target else 1.0,
+                edgecolor=target if is_target else support,
+                linewidth=2.0 if is_target else 1.2,
+            )
+        )
+        if not is_target:
+            ax.text(
+                centres[m, cols], centres[m, rows], str(m), color=support, fontsize=8,
+                fontweight="bold", ha="center", va="center",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0},
+            )  # fmt: skip
+    for a, b in zip(centres[:-2], centres[1:-1]):
+        ax.annotate(
+            "",
+            xy=(b[cols], b[rows]),
+            xytext=(a[cols], a[rows]),
+            arrowprops={"arrowstyle": "->", "color": support, "shrinkA": 6, "shrinkB": 6},
+        )
+    if margin is not None:
+        if isinstance(margin, bool) or not isinstance(margin, (int, np.integer)) or margin < 0:
+            raise ValueError(f"margin: expected an int >= 0, got {margin!r}")
+        lo_box = o.min(axis=0) - margin - 0.5
+        hi_box = (o + cs).max(axis=0) + margin - 0.5
+        ax.set_xlim(lo_box[cols], hi_box[cols])
+        top_down = ORIGINS[plane] == "upper"  # row 0 at the top
+        ylim = (hi_box[rows], lo_box[rows])
+        ax.set_ylim(ylim if top_down else ylim[::-1])
+    ax.set_title(f"{PLANES[plane]} = {idx[plane]}  ({PLANES[rows]}, {PLANES[cols]})", fontsize=8)
+    ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

@@ -195,6 +195,38 @@ def test_show_supervoxels_marks_boundaries_and_centres():
         viz.show_supervoxels(vol, labels[:4])
 
 
+def test_show_cube_path_draws_support_path_and_target():
+    vol = np.arange(12 * 12 * 12, dtype=np.float32).reshape(12, 12, 12)
+    # A U path of four support cubes in the D = 2 plane around the target, then the target.
+    origins = np.array([[2, 0, 0], [2, 4, 0], [2, 4, 4], [2, 0, 4], [2, 2, 2]])
+    fig = viz.show_cube_path(vol, origins, 4)
+    ax = fig.axes[0]
+    # The path spreads over (H, W), so the D plane through the target's middle (d = 4) is drawn.
+    np.testing.assert_array_equal(_shown(ax), vol[4])
+    assert ax.get_title() == "D = 4  (H, W)"
+    assert len(ax.patches) == 5
+    assert [p.get_fill() for p in ax.patches] == [False] * 4 + [True], "only the target is filled"
+    assert [t.get_text() for t in ax.texts if t.get_text()] == ["0", "1", "2", "3"]
+    assert sum(1 for t in ax.texts if not t.get_text()) == 3, (
+        "one arrow between consecutive supports"
+    )
+    # A straight path along D is drawn in the H plane (D vertical), into a given Axes.
+    line = np.array([[0, 4, 4], [2, 4, 4], [4, 4, 4], [6, 4, 4]])
+    _, ax2 = plt.subplots()
+    fig2 = viz.show_cube_path(vol, line, 4, ax=ax2)
+    assert fig2 is ax2.figure and ax2.get_title() == "H = 6  (D, W)"
+    np.testing.assert_array_equal(_shown(ax2), vol[:, 6])
+    with pytest.raises(ValueError, match="origins: expected"):
+        viz.show_cube_path(vol, origins[:1], 4)
+    with pytest.raises(ValueError, match="plane: must be"):
+        viz.show_cube_path(vol, origins, 4, plane=3)
+    # margin zooms in on the cubes' box (H and W from 0 to 8, 1 voxel around).
+    ax3 = viz.show_cube_path(vol, origins, 4, margin=1).axes[0]
+    assert ax3.get_xlim() == (-1.5, 8.5) and ax3.get_ylim() == (8.5, -1.5)
+    with pytest.raises(ValueError, match="margin: expected"):
+        viz.show_cube_path(vol, origins, 4, margin=-1)
+
+
 def _write_log(path, records):
     path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
 
