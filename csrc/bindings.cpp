@@ -55,8 +55,8 @@ void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArr
   const py::buffer_info oi = out.request();
   check_arg(vi.ndim == 5, "volumes", "expected 5 dimensions (B, C, D, H, W), got ", vi.ndim);
   rubikkit::check_itemsize(vi.itemsize, "volumes");
-  check_arg(oi.itemsize == vi.itemsize, "out", "item size ", oi.itemsize,
-            " differs from volumes' ", vi.itemsize);
+  check_arg(oi.itemsize == vi.itemsize, "out", "item size ", oi.itemsize, " differs from volumes' ",
+            vi.itemsize);
   check_arg(!oi.readonly, "out", "buffer is read-only");
   check_arg(reinterpret_cast<std::uintptr_t>(vi.ptr) % vi.itemsize == 0, "volumes",
             "data is not aligned to its item size");
@@ -80,6 +80,7 @@ void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArr
   }
   check_layout_arrays(origins, perms, rots, g.B);
   g.M = origins.shape(1);
+  rubikkit::puzzle::check_geometry(g);  // sizes first, so a bad cube_size is named as such
 
   const std::vector<int64_t> want = {g.B, g.M, g.C, g.cd, g.ch, g.cw};
   check_arg(oi.ndim == 6 && std::vector<int64_t>(oi.shape.begin(), oi.shape.end()) == want, "out",
@@ -95,8 +96,7 @@ void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArr
             "shares memory with volumes");
 
   // Bounds, permutations and codes are checked here, before any memory is touched.
-  const auto slots =
-      rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  const auto slots = rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
   py::gil_scoped_release release;
   rubikkit::puzzle::puzzle_cpu(g, slots, vi.ptr, oi.ptr);
 }
@@ -123,8 +123,7 @@ void puzzle_cuda(std::uintptr_t volumes_ptr, const std::vector<int64_t>& shape,
   for (int i = 0; i < 5; ++i) g.stride[i] = strides[i];
   check_layout_arrays(origins, perms, rots, g.B);
   g.M = origins.shape(1);
-  const auto slots =
-      rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  const auto slots = rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
   check_arg(out_numel == g.out_numel(), "out", "has ", out_numel,
             " elements, expected B * M * C * d * h * w = ", g.out_numel());
   check_arg(volumes_ptr % itemsize == 0, "volumes", "data is not aligned to its item size");
@@ -140,21 +139,27 @@ void puzzle_cuda(std::uintptr_t volumes_ptr, const std::vector<int64_t>& shape,
 PYBIND11_MODULE(_C, m) {
   m.doc() = "rubikkit compiled kernels (C++/OpenMP, and CUDA when built with nvcc)";
 
-  m.def("with_cuda", []() {
+  m.def(
+      "with_cuda",
+      []() {
 #if defined(RUBIKKIT_WITH_CUDA)
-    return true;
+        return true;
 #else
-    return false;
+        return false;
 #endif
-  }, "True when the module was compiled with the CUDA kernels.");
+      },
+      "True when the module was compiled with the CUDA kernels.");
 
-  m.def("openmp_max_threads", []() {
+  m.def(
+      "openmp_max_threads",
+      []() {
 #if defined(_OPENMP)
-    return omp_get_max_threads();
+        return omp_get_max_threads();
 #else
-    return 1;
+        return 1;
 #endif
-  }, "Threads an OpenMP parallel region uses (1 without OpenMP).");
+      },
+      "Threads an OpenMP parallel region uses (1 without OpenMP).");
 
   m.def("puzzle_cpu", &puzzle_cpu, py::arg("volumes"), py::arg("origins").noconvert(),
         py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("cube_size"),
@@ -163,10 +168,10 @@ PYBIND11_MODULE(_C, m) {
         "perms (B, M), rots (B, M) C-contiguous int64; out (B, M, C, d, h, w) C-contiguous.");
 
 #if defined(RUBIKKIT_WITH_CUDA)
-  m.def("puzzle_cuda", &puzzle_cuda, py::arg("volumes_ptr"), py::arg("shape"),
-        py::arg("strides"), py::arg("itemsize"), py::arg("origins").noconvert(),
-        py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("cube_size"),
-        py::arg("out_ptr"), py::arg("out_numel"), py::arg("device"), py::arg("stream"),
+  m.def("puzzle_cuda", &puzzle_cuda, py::arg("volumes_ptr"), py::arg("shape"), py::arg("strides"),
+        py::arg("itemsize"), py::arg("origins").noconvert(), py::arg("perms").noconvert(),
+        py::arg("rots").noconvert(), py::arg("cube_size"), py::arg("out_ptr"), py::arg("out_numel"),
+        py::arg("device"), py::arg("stream"),
         "Puzzle kernel on device pointers (strides in elements), queued on `stream`.");
   m.def("cuda_device_count", &rubikkit::puzzle::cuda_device_count,
         "CUDA devices visible to the extension; 0 without a driver or device.");

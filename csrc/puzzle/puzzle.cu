@@ -76,8 +76,7 @@ __global__ void puzzle_kernel(const T* __restrict__ src, Strides st, const Slot*
 }
 
 template <typename T>
-void launch(const Geometry& g, const Slot* slots, const void* src, void* dst,
-            cudaStream_t stream) {
+void launch(const Geometry& g, const Slot* slots, const void* src, void* dst, cudaStream_t stream) {
   const int64_t rows = g.B * g.M * g.C * g.cd * g.ch;
   const int64_t max_blocks = int64_t(1) << 20;  // grid-stride loop beyond this
   int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
@@ -114,11 +113,20 @@ void puzzle_cuda(const Geometry& g, const std::vector<Slot>& slots, const void* 
   if (err == cudaSuccess) {
     try {
       switch (g.itemsize) {
-        case 1: launch<uint8_t>(g, d_slots, src, dst, stream); break;
-        case 2: launch<uint16_t>(g, d_slots, src, dst, stream); break;
-        case 4: launch<uint32_t>(g, d_slots, src, dst, stream); break;
-        case 8: launch<uint64_t>(g, d_slots, src, dst, stream); break;
-        default: check_itemsize(g.itemsize, "volumes");
+        case 1:
+          launch<uint8_t>(g, d_slots, src, dst, stream);
+          break;
+        case 2:
+          launch<uint16_t>(g, d_slots, src, dst, stream);
+          break;
+        case 4:
+          launch<uint32_t>(g, d_slots, src, dst, stream);
+          break;
+        case 8:
+          launch<uint64_t>(g, d_slots, src, dst, stream);
+          break;
+        default:
+          check_itemsize(g.itemsize, "volumes");
       }
     } catch (...) {
       cudaFreeAsync(d_slots, stream);

@@ -22,9 +22,9 @@ namespace rubikkit {
 namespace puzzle {
 
 struct Geometry {
-  int64_t B = 0, M = 0, C = 0;     // batch, cubes per sample, channels
-  int64_t D = 0, H = 0, W = 0;     // volume size
-  int64_t cd = 0, ch = 0, cw = 0;  // cube size (d, h, w)
+  int64_t B = 0, M = 0, C = 0;          // batch, cubes per sample, channels
+  int64_t D = 0, H = 0, W = 0;          // volume size
+  int64_t cd = 0, ch = 0, cw = 0;       // cube size (d, h, w)
   int64_t stride[5] = {0, 0, 0, 0, 0};  // volume strides in elements, axes (B, C, D, H, W)
   int64_t itemsize = 0;                 // bytes per element
 

@@ -9,8 +9,8 @@ import numpy as np
 
 def as_triple(value, name: str, *, minimum: int = 1) -> tuple[int, int, int]:
     """An int or a sequence of 3 ints -> a tuple (d, h, w) of Python ints >= ``minimum``."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name}: expected an int or 3 ints, got a bool")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name}: expected an int or 3 ints, got {type(value).__name__}")
     if isinstance(value, numbers.Integral):
         vals = (int(value),) * 3
     else:

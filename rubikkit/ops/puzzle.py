@@ -58,6 +58,11 @@ def _is_tensor(x) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def _torch_dtypes() -> set:
+    torch = _torch()
+    return {getattr(torch, n) for n in _TORCH_DTYPE_NAMES}
+
+
 def _kernel_module():
     """``rubikkit._C`` when it provides the puzzle kernels, else None."""
     ext = _ext.extension()
@@ -82,13 +87,16 @@ def backend_for(volumes) -> str:
 def _check_volumes(volumes):
     if _is_tensor(volumes):
         torch = _torch()
-        names = {getattr(torch, n) for n in _TORCH_DTYPE_NAMES}
-        if volumes.dtype not in names:
+        if volumes.dtype not in _torch_dtypes():
             raise TypeError(
                 f"volumes: unsupported dtype {volumes.dtype}; supported: {', '.join(_TORCH_DTYPE_NAMES)}"
             )
         if volumes.layout != torch.strided:
             raise TypeError(f"volumes: expected a dense (strided) tensor, got {volumes.layout}")
+        if volumes.device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"volumes: tensors on {volumes.device} are not supported (CPU or CUDA)"
+            )
     elif isinstance(volumes, np.ndarray):
         if volumes.dtype not in NUMPY_DTYPES:
             raise TypeError(
@@ -286,7 +294,7 @@ def puzzle(volumes, origins, cube_size, perms, rots=None, *, out=None):
         _ext.warn_fallback("puzzle (CUDA)", "torch slicing on the GPU")
         from rubikkit.ops._torch_impl import puzzle_torch
 
-        puzzle_torch(volumes, o, cube, p, r, out=out)
+        puzzle_torch(volumes.detach(), o, cube, p, r, out=out)
     else:
         _ext.warn_fallback("puzzle", "the numpy reference (rubikkit.ops.reference)")
         if _is_tensor(volumes):
@@ -320,6 +328,10 @@ def unpuzzle(cubes, origins, perms, rots, volume_shape):
     if not (_is_tensor(cubes) or isinstance(cubes, np.ndarray)):
         raise TypeError(
             f"cubes: expected a numpy array or a torch tensor, got {type(cubes).__name__}"
+        )
+    if _is_tensor(cubes) and cubes.dtype not in _torch_dtypes():
+        raise TypeError(
+            f"cubes: unsupported dtype {cubes.dtype}; supported: {', '.join(_TORCH_DTYPE_NAMES)}"
         )
     if cubes.ndim != 6:
         raise ValueError(

@@ -25,6 +25,8 @@ rotated vertically": ``code & 1`` and ``code >> 1`` (:func:`rotation_bits`).
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 ROT_NONE = 0
@@ -61,6 +63,8 @@ def reversed_axes(code: int) -> tuple[int, ...]:
     tuple of int
         ``()`` for 0, ``(1, 2)`` for 1, ``(0, 1)`` for 2, ``(0, 2)`` for 3.
     """
+    if isinstance(code, bool) or not isinstance(code, numbers.Integral):
+        raise TypeError(f"code: expected an int rotation code 0..3, got {code!r}")
     code = int(code)
     if code not in _REVERSED_AXES:
         raise ValueError(f"code: rotation codes are 0..3, got {code}")

@@ -1,0 +1,288 @@
+"""Benchmark of the Rubik's cube puzzle op (rubikkit.ops.puzzle); not a test.
+
+One run measures, on the same inputs: the numpy reference, the idiomatic torch version (slice +
+flip per cube), the C++ kernel and a plain memcpy of the same number of bytes; with a GPU also the
+CUDA kernel, torch on the GPU and a device-to-device copy. Bandwidth counts bytes read + written,
+2x the output (the op reads exactly the voxels it writes). The implementations run interleaved,
+one call each per round, so that a machine shared with other work slows them alike.
+
+    python benchmarks/puzzle.py                 # print the table
+    python benchmarks/puzzle.py --write         # and record it in benchmarks/RESULTS.md
+
+Targets (issue 2): C++ >= 70% of memcpy bandwidth and >= 3x the numpy reference; CUDA >= 70% of
+the device copy and >= 3x torch on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' input builders
+
+from puzzle_inputs import benchmark_inputs  # noqa: E402
+
+from rubikkit import _ext  # noqa: E402
+from rubikkit.ops import backend_for, puzzle, reference  # noqa: E402
+from rubikkit.ops._torch_impl import puzzle_torch  # noqa: E402
+
+RESULTS = HERE / "RESULTS.md"
+SECTION = "## Puzzle op"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    ext = _ext.extension()
+    omp = ext.openmp_max_threads() if ext is not None else "n/a (no extension)"
+    parts = [
+        f"CPU {cpu_model()}, {os.cpu_count()} cores",
+        f"OpenMP threads {omp} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})",
+        f"torch threads {torch.get_num_threads()}",
+        f"Python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}",
+    ]
+    if torch.cuda.is_available():
+        parts.append(f"GPU {torch.cuda.get_device_name()}")
+    return "; ".join(parts)
+
+
+def run_rounds(fns: dict, repeat: int, warmup: int, timer) -> dict:
+    """Median seconds per call of every function, calls interleaved round by round."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name].append(timer(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def cpu_timer(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def cuda_timer(fn) -> float:
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop) / 1e3
+
+
+def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int, float]:
+    load = os.getloadavg()[0]  # other work on the machine slows everything, threads most
+    vols, origins, perms, rots, cube = benchmark_inputs(
+        args.batch, 1, args.size, args.cube, seed=args.seed
+    )
+    out = puzzle(vols, origins, cube, perms, rots)
+    np.testing.assert_array_equal(out, reference.puzzle(vols, origins, cube, perms, rots))
+    nbytes = out.nbytes
+    # memcpy of an output-sized buffer; filled, so that its pages are real (not the zero page).
+    src = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+    dst = np.ones_like(src)
+    tvols = torch.from_numpy(vols)
+    tout = torch.empty(out.shape)
+    # torch on the CPU is ~50x slower than the rest: timed on its own, with fewer calls, and
+    # before the others so that its OpenMP pool (a second runtime beside ours) is idle by then.
+    torch_cpu = run_rounds(
+        {
+            "torch (slice + flip), CPU": lambda: puzzle_torch(
+                tvols, origins, cube, perms, rots, tout
+            )
+        },
+        max(3, args.repeat // 4),
+        1,
+        cpu_timer,
+    )
+    time.sleep(0.5)
+    cpu_fns = {
+        "numpy reference": lambda: reference.puzzle(vols, origins, cube, perms, rots),
+        f"C++ kernel ({backend_for(vols)})": lambda: puzzle(
+            vols, origins, cube, perms, rots, out=out
+        ),
+        "memcpy (np.copyto)": lambda: np.copyto(dst, src),
+    }
+    cpu = run_rounds(cpu_fns, args.repeat, args.warmup, cpu_timer)
+    cpu = {**dict(list(cpu.items())[:1]), **torch_cpu, **dict(list(cpu.items())[1:])}
+
+    gpu = {}
+    if torch.cuda.is_available():
+        gvols = tvols.cuda()
+        gout = torch.empty(out.shape, device="cuda")
+        gsrc, gdst = torch.from_numpy(src).cuda(), torch.empty(out.shape, device="cuda")
+        gpu_fns = {
+            f"CUDA kernel ({backend_for(gvols)})": lambda: puzzle(
+                gvols, origins, cube, perms, rots, out=gout
+            ),
+            "torch (slice + flip), GPU": lambda: puzzle_torch(
+                gvols, origins, cube, perms, rots, gout
+            ),
+            "device-to-device copy": lambda: gdst.copy_(gsrc),
+        }
+        puzzle(gvols, origins, cube, perms, rots, out=gout)
+        np.testing.assert_array_equal(gout.cpu().numpy(), out)
+        gpu = run_rounds(gpu_fns, args.repeat, args.warmup, cuda_timer)
+    return list(cpu.items()), list(gpu.items()), nbytes, load
+
+
+def table(cpu, gpu, nbytes) -> str:
+    moved = 2 * nbytes  # read + written
+
+    def rows(results, copy_name, base_name, base_label):
+        copy_bw = moved / dict(results)[copy_name]
+        base = dict(results)[base_name]
+        lines = []
+        for name, t in results:
+            bw = moved / t
+            lines.append(
+                f"| {name} | {t * 1e3:.2f} | {bw / 1e9:.1f} | {100 * bw / copy_bw:.0f}% "
+                f"| {base / t:.1f}x {base_label} |"
+            )
+        return lines
+
+    out = [
+        "| implementation | median ms | GB/s (read + write) | of copy bandwidth | speed-up |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    out += rows(cpu, "memcpy (np.copyto)", "numpy reference", "vs reference")
+    if gpu:
+        names = [n for n, _ in gpu]
+        out += rows(gpu, "device-to-device copy", names[1], "vs torch GPU")
+    return "\n".join(out)
+
+
+def verdict(cpu, gpu, nbytes) -> str:
+    d = dict(cpu)
+    cpp = next(n for n in d if n.startswith("C++"))
+    frac = d["memcpy (np.copyto)"] / d[cpp]
+    speed = d["numpy reference"] / d[cpp]
+    ok = frac >= 0.7 and speed >= 3
+    lines = [
+        f"C++ kernel: {100 * frac:.0f}% of memcpy bandwidth (target >= 70%), "
+        f"{speed:.1f}x the numpy reference (target >= 3x): {'met' if ok else 'NOT met'}."
+    ]
+    if gpu:
+        g = dict(gpu)
+        names = list(g)
+        frac = g["device-to-device copy"] / g[names[0]]
+        speed = g[names[1]] / g[names[0]]
+        ok = frac >= 0.7 and speed >= 3
+        lines.append(
+            f"CUDA kernel: {100 * frac:.0f}% of device copy bandwidth (target >= 70%), "
+            f"{speed:.1f}x torch on the GPU (target >= 3x): {'met' if ok else 'NOT met'}."
+        )
+    else:
+        lines.append("CUDA: no GPU on this machine, not measured.")
+    return " ".join(lines)
+
+
+def section(args, cpu, gpu, nbytes, load) -> str:
+    today = datetime.date.today().isoformat()
+    text = [
+        SECTION,
+        "",
+        f"`python benchmarks/puzzle.py --repeat {args.repeat} --runs {args.runs}` ({today}): "
+        f"batch of {args.batch} "
+        f"volumes 1x{args.size}^3 float32, 2x2x2 grid, {args.cube}^3 cubes, random origins, perms "
+        f"and rotation codes; output {nbytes / 2**20:.0f} MiB. Median of {args.repeat} calls, the "
+        "implementations interleaved (torch on the CPU, ~50x slower, timed apart with fewer "
+        "calls); GB/s counts bytes read + written (2x the output)."
+        + (
+            f" Best of {args.runs} runs: the one whose memcpy was fastest, i.e. the least "
+            "disturbed by other work on the machine."
+            if args.runs > 1
+            else ""
+        ),
+        "",
+        f"Machine: {machine()}. 1-minute load average when the run started: {load:.1f} "
+        f"(on {os.cpu_count()} cores; above 0 means other work shared them).",
+    ]
+    if args.note:
+        text += ["", args.note]
+    text += ["", table(cpu, gpu, nbytes), "", verdict(cpu, gpu, nbytes), ""]
+    return "\n".join(text)
+
+
+def write_section(body: str) -> None:
+    """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
+    if RESULTS.exists():
+        lines = RESULTS.read_text().splitlines()
+    else:
+        lines = ["# Benchmark results", ""]
+    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    if start is None:
+        while lines and not lines[-1].strip():
+            lines.pop()
+        lines += ["", *body.splitlines()]
+    else:
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
+        )
+        lines[start:end] = [*body.splitlines(), ""] if end < len(lines) else body.splitlines()
+    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeat", type=int, default=20, help="timed calls per implementation")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    p.add_argument("--batch", type=int, default=8, help="volumes per batch")
+    p.add_argument("--size", type=int, default=160, help="volume edge (voxels)")
+    p.add_argument("--cube", type=int, default=64, help="cube edge (voxels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="repeat the whole measurement and keep the least disturbed run (fastest memcpy)",
+    )
+    p.add_argument("--pause", type=float, default=20.0, help="seconds between runs")
+    p.add_argument("--note", default="", help="a line recorded with the table (e.g. load)")
+    p.add_argument("--write", action="store_true", help=f"record the table in {RESULTS.name}")
+    args = p.parse_args(argv)
+    runs = []
+    for i in range(args.runs):
+        if i:
+            time.sleep(args.pause)
+        runs.append(measure(args))
+        if args.runs > 1:
+            cpu = dict(runs[-1][0])
+            print(
+                f"run {i + 1}/{args.runs} (load {runs[-1][3]:.1f}): "
+                + ", ".join(f"{name} {t * 1e3:.2f} ms" for name, t in cpu.items()),
+                flush=True,
+            )
+    # The least disturbed run: the one whose plain memcpy was fastest.
+    cpu, gpu, nbytes, load = min(runs, key=lambda r: dict(r[0])["memcpy (np.copyto)"])
+    body = section(args, cpu, gpu, nbytes, load)
+    print(body)
+    if args.write:
+        write_section(body)
+        print(f"written to {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,144 @@
+"""The CUDA puzzle kernel == numpy reference, on the GPU (skipped with a reason elsewhere).
+
+Same cases as test_puzzle.py: random shapes, dtypes, layouts (non-contiguous included), out=,
+plus what only a GPU has: the caller's current stream, another device, the torch fallback.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+from conftest import requires_cuda
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from puzzle_inputs import TORCH_DTYPES, TORCH_LAYOUTS, as_numpy, puzzle_layout, torch_volumes
+
+import rubikkit
+from rubikkit import _ext
+from rubikkit.ops import backend_for, puzzle, reference, unpuzzle
+
+pytestmark = [pytest.mark.cuda, requires_cuda]
+
+puzzle_module = importlib.import_module("rubikkit.ops.puzzle")
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _check(vols, origins, cube, perms, rots, got):
+    assert got.is_cuda and got.device == vols.device and got.dtype == vols.dtype
+    assert got.is_contiguous()
+    want = reference.puzzle(as_numpy(vols), origins, cube, perms, rots)
+    np.testing.assert_array_equal(as_numpy(got), want)
+
+
+@SETTINGS
+@given(
+    grid=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+    cube=st.tuples(st.integers(1, 40), st.integers(1, 9), st.integers(1, 70)),
+    gap=st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3)),
+    B=st.integers(1, 3),
+    C=st.integers(1, 3),
+    dtype=st.sampled_from(TORCH_DTYPES),
+    layout=st.sampled_from(TORCH_LAYOUTS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_cuda_kernel_matches_reference(grid, cube, gap, B, C, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    shape = (B, C, *(g * c + p for g, c, p in zip(grid, cube, gap)))
+    vols = torch_volumes(shape, dtype, layout, rng, device="cuda")
+    origins, perms, rots = puzzle_layout(B, shape, grid, cube, rng)
+    assert backend_for(vols) == "cuda"
+    got = puzzle(vols, origins, cube, perms, rots)
+    _check(vols, origins, cube, perms, rots, got)
+
+
+@pytest.mark.parametrize("layout", TORCH_LAYOUTS)
+def test_cuda_benchmark_sized_input(layout):
+    rng = np.random.default_rng(0)
+    vols = torch_volumes((2, 1, 80, 80, 80), "float32", layout, rng, device="cuda")
+    origins, perms, rots = puzzle_layout(2, vols.shape, 2, 32, rng)
+    _check(vols, origins, (32, 32, 32), perms, rots, puzzle(vols, origins, 32, perms, rots))
+
+
+def test_cuda_out_is_reused_and_unpuzzle_inverts():
+    rng = np.random.default_rng(1)
+    vols = torch_volumes((2, 2, 20, 22, 24), "float16", "contiguous", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(2, vols.shape, 2, 10, rng)
+    out = torch.full((2, 8, 2, 10, 10, 10), -1.0, dtype=torch.float16, device="cuda")
+    assert puzzle(vols, origins, 10, perms, rots, out=out) is out
+    _check(vols, origins, (10, 10, 10), perms, rots, out)
+    back = unpuzzle(out, origins, perms, rots, vols.shape)
+    assert back.is_cuda
+    want = reference.unpuzzle(as_numpy(out), origins, perms, rots, vols.shape[2:])
+    np.testing.assert_array_equal(as_numpy(back), want)
+
+
+def test_cuda_kernel_runs_on_the_current_stream():
+    # The volumes are filled on a side stream after a long sleep; a kernel that ran on any other
+    # stream would read them before the fill lands. torch's pool streams are non-blocking, so the
+    # legacy default stream would not wait for them either.
+    rng = np.random.default_rng(2)
+    src = torch_volumes((2, 1, 40, 40, 40), "float32", "contiguous", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(2, src.shape, 2, 16, rng)
+    vols = torch.zeros_like(src)
+    torch.cuda.synchronize()
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        torch.cuda._sleep(100_000_000)
+        vols.copy_(src)
+        out = puzzle(vols, origins, 16, perms, rots)
+    side.synchronize()
+    _check(src, origins, (16, 16, 16), perms, rots, out)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_kernel_on_another_device_keeps_current_device():
+    rng = np.random.default_rng(3)
+    torch.cuda.set_device(0)
+    vols = torch_volumes((1, 1, 20, 20, 20), "float32", "permuted", rng, device="cuda:1")
+    origins, perms, rots = puzzle_layout(1, vols.shape, 2, 8, rng)
+    got = puzzle(vols, origins, 8, perms, rots)
+    assert torch.cuda.current_device() == 0
+    _check(vols, origins, (8, 8, 8), perms, rots, got)
+
+
+def test_cuda_empty_output_launches_nothing():
+    vols = torch.zeros((2, 0, 8, 8, 8), device="cuda")
+    origins, perms, rots = puzzle_layout(2, vols.shape, 2, 4, 0)
+    assert puzzle(vols, origins, 4, perms, rots).shape == (2, 8, 0, 4, 4, 4)
+
+
+def test_cuda_torch_fallback_warns_and_matches(monkeypatch):
+    monkeypatch.setattr(puzzle_module, "_kernel_module", lambda: None)
+    monkeypatch.setattr(_ext, "_warned", set())
+    rng = np.random.default_rng(4)
+    vols = torch_volumes((2, 2, 12, 13, 14), "bfloat16", "strided", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(2, vols.shape, 2, 5, rng)
+    assert backend_for(vols) == "torch"
+    with pytest.warns(rubikkit.RubikkitWarning, match="torch slicing on the GPU"):
+        got = puzzle(vols, origins, 5, perms, rots)
+    _check(vols, origins, (5, 5, 5), perms, rots, got)
+
+
+def test_cuda_bad_arguments():
+    vols = torch.zeros((2, 1, 9, 9, 9), device="cuda")
+    origins, perms, rots = puzzle_layout(2, vols.shape, 2, 4, 0)
+    with pytest.raises(ValueError, match="out: on cpu"):
+        puzzle(vols, origins, 4, perms, rots, out=torch.empty((2, 8, 1, 4, 4, 4)))
+    with pytest.raises(ValueError, match="origins: .* out of bounds"):
+        puzzle(vols, origins + 6, 4, perms, rots)
+    # The C++ layer checks again when called directly.
+    C = puzzle_module._kernel_module()
+    out = torch.empty((2, 8, 1, 4, 4, 4), device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    args = [vols.data_ptr(), list(vols.shape), list(vols.stride()), 4]
+    with pytest.raises(ValueError, match="origins: cube of cell"):
+        C.puzzle_cuda(*args, origins + 6, perms, rots, (4, 4, 4), out.data_ptr(), out.numel(), 0,
+                      stream)  # fmt: skip
+    with pytest.raises(ValueError, match="out: has"):
+        C.puzzle_cuda(*args, origins, perms, rots, (4, 4, 4), out.data_ptr(), 7, 0, stream)
+    with pytest.raises(ValueError, match="volumes: unsupported item size"):
+        C.puzzle_cuda(vols.data_ptr(), list(vols.shape), list(vols.stride()), 3, origins, perms,
+                      rots, (4, 4, 4), out.data_ptr(), out.numel(), 0, stream)  # fmt: skip
