@@ -16,6 +16,7 @@ import sys
 COMMAND_MODULES = (
     "rubikkit.train.cli",  # pretrain, finetune, evaluate
     "rubikkit.assignments",  # assignments release / check
+    "rubikkit.experiments",  # experiment run / table
 )
 
 

@@ -153,6 +153,7 @@ def evaluate(
             class_names=list(dataset.class_names),
             progress=progress,
             desc=f"evaluate {split}",
+            augment=cfg.get("augment"),
         )
         method = cfg.get("method", "scratch")
     result = {

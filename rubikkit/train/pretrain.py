@@ -25,6 +25,7 @@ from rubikkit.train.runs import (
     resolve_amp,
     run_summary,
 )
+from rubikkit.train.schedule import check_milestones
 
 __all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_LR", "evaluate_proxy", "pretrain"]
 
@@ -123,6 +124,8 @@ def pretrain(
     val_split: str | None = "val",
     progress: bool = True,
     checkpoint_every: int | None = None,
+    lr_milestones=None,
+    lr_gamma: float = 0.1,
 ) -> dict:
     """Pre-train ``backbone`` on the proxy ``task`` over the volumes of ``data``.
 
@@ -155,6 +158,9 @@ def pretrain(
     val_split : str or None
         Split scored after every epoch; best.pt has the lowest validation proxy loss. None: no
         validation (best.pt by training loss).
+    lr_milestones, lr_gamma
+        Optional step schedule (fractions of ``epochs``); see
+        :func:`rubikkit.train.schedule.lr_at_epoch`.
 
     Returns
     -------
@@ -170,6 +176,7 @@ def pretrain(
     backbone_options = options_dict(backbone_options, "backbone_options")
     if epochs is None and max_steps is None:
         epochs = DEFAULT_EPOCHS
+    milestones = check_milestones(lr_milestones, lr_gamma, epochs)
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
@@ -202,6 +209,8 @@ def pretrain(
             "batch_size": batch_size,
             "lr": lr,
             "weight_decay": weight_decay,
+            "lr_milestones": list(milestones) or None,
+            "lr_gamma": float(lr_gamma) if milestones else None,
             "seed": seed,
             "amp": use_amp,
             "device": str(ctx.device),
@@ -246,6 +255,8 @@ def pretrain(
             selection=Selection("loss", "min", val_split or "train"),
             checkpoint_every=checkpoint_every,
             desc=f"pretrain {proxy.name}",
+            lr_milestones=milestones or None,
+            lr_gamma=lr_gamma,
         )
         summary = run_summary(config, result, method=proxy.name)
         if ctx.is_main:

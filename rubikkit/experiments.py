@@ -1,0 +1,1100 @@
+"""Experiment grids on real data: configs, a resumable driver, records and result pages.
+
+An experiment is one JSON file under ``experiments/`` (:func:`load_config` validates it; every
+error names the field). ``rubikkit experiment run CONFIG`` walks its grid: for every seed and
+backbone, the fine-tuning runs from scratch, then for every pre-training method one pre-training
+run (its proxy accuracies on ``eval_split`` recorded when ``proxy_eval`` is true) followed by the
+fine-tuning runs that start from it, each scored on ``eval_split``. Every scored run appends one
+record to ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and
+a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``,
+``selected_epoch``, ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``). A run whose record
+(same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
+where it stopped (an interrupted run folder is resumed from its ``last.pt``).
+
+``rubikkit experiment table results/*.jsonl`` renders the records as markdown tables, one per
+experiment and protocol (the real epochs of the runs), our mean ± sd over seeds beside the
+published numbers, which are marked *published, not run here*. A setting of the grid that no run
+produced shows :data:`rubikkit.results.MISSING`: a cell is never filled without a run.
+
+Config fields
+-------------
+``name`` (str, the records file stem), ``description`` (str), ``data`` (dataset spec, relative
+paths under the data root), ``data_options`` (dict), ``dataset_name`` (str, the records'
+``dataset``; default ``data``), ``backbones`` (list), ``backbone_options`` (dict or
+{backbone: dict}), ``seeds`` (list of int), ``eval_split`` (str), ``metrics`` (list),
+``published`` (list of {"dataset": ..., optional "backbone", "head", "method"} selecting rows of
+:data:`rubikkit.results.PUBLISHED`), ``recipe`` (str), ``recipe_epochs`` (int, the published
+protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``pretrain`` (section or null:
+``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
+``task_options`` {method: dict}, ``val_split``), ``finetune`` (section or null: ``methods``,
+``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
+``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``), ``workers`` (int).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from rubikkit.results import METHODS, MISSING, PUBLISHED, append_record, summarise
+
+__all__ = [
+    "ExperimentConfig",
+    "describe_device",
+    "load_config",
+    "plan_grid",
+    "register",
+    "render_page",
+    "render_tables",
+    "run_experiment",
+]
+
+TASK_METHODS = tuple(m for m in METHODS if m != "scratch")
+HEADS = ("classify", "unet", "duc")
+BACKBONES = ("vgg3d", "resnet10", "resnet18", "resnet34")
+PAGE_BEGIN = "<!-- experiment tables: begin (rubikkit experiment table --write) -->"
+PAGE_END = "<!-- experiment tables: end -->"
+
+_TOP_FIELDS = {
+    "name": str,
+    "description": str,
+    "data": str,
+    "data_options": dict,
+    "dataset_name": str,
+    "backbones": list,
+    "backbone_options": dict,
+    "seeds": list,
+    "eval_split": str,
+    "metrics": list,
+    "published": list,
+    "recipe": str,
+    "recipe_epochs": (int, type(None)),
+    "proxy_eval": bool,
+    "pretrain": (dict, type(None)),
+    "finetune": (dict, type(None)),
+    "workers": int,
+    "notes": list,
+}
+_PRETRAIN_FIELDS = {
+    "methods": list,
+    "data": str,
+    "data_options": dict,
+    "epochs": (int, type(None)),
+    "max_steps": (int, type(None)),
+    "batch_size": int,
+    "lr": (int, float),
+    "task_options": dict,
+    "val_split": (str, type(None)),
+}
+_FINETUNE_FIELDS = {
+    "methods": list,
+    "heads": list,
+    "label_fractions": list,
+    "epochs": (int, type(None)),
+    "max_steps": (int, type(None)),
+    "batch_size": int,
+    "lr": (int, float),
+    "lr_milestones": (list, type(None)),
+    "lr_gamma": (int, float),
+    "augment": (str, type(None)),
+    "dropout": (int, float),
+    "val_split": (str, type(None)),
+}
+_REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
+
+
+class ExperimentConfig(dict):
+    """A validated experiment config (a dict with defaults filled in); see :func:`load_config`."""
+
+    @property
+    def name(self) -> str:
+        return self["name"]
+
+
+def _type_name(t) -> str:
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join("null" if x is type(None) else x.__name__ for x in ts)
+
+
+def _check_fields(obj: dict, fields: dict, where: str) -> None:
+    for key, value in obj.items():
+        if key not in fields:
+            raise ValueError(f"{where}{key}: unknown field; known fields: {', '.join(fields)}")
+        t = fields[key]
+        ok = isinstance(value, t) and not (isinstance(value, bool) and t in (int, (int, float)))
+        if not ok:
+            raise ValueError(
+                f"{where}{key}: expected {_type_name(t)}, got {type(value).__name__} {value!r}"
+            )
+
+
+def _check_methods(methods, where: str, allowed) -> list[str]:
+    if not methods:
+        raise ValueError(f"{where}: expected a non-empty list of methods")
+    for m in methods:
+        if m not in allowed:
+            raise ValueError(f"{where}: unknown method {m!r}; expected one of {tuple(allowed)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"{where}: a method is listed twice")
+    return list(methods)
+
+
+def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Check a config dict and fill in defaults.
+
+    Raises
+    ------
+    ValueError
+        Whose message starts with the offending field (``finetune.label_fractions: ...``).
+    """
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    _check_fields(raw, _TOP_FIELDS, "")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise ValueError(f"{key}: missing (required fields: {', '.join(_REQUIRED)})")
+    cfg = ExperimentConfig(
+        description="",
+        data_options={},
+        backbone_options={},
+        eval_split="test",
+        published=[],
+        recipe="",
+        recipe_epochs=None,
+        proxy_eval=False,
+        pretrain=None,
+        finetune=None,
+        workers=0,
+        notes=[],
+    )
+    cfg.update(json.loads(json.dumps(raw)))
+    if not cfg["name"] or not all(c.isalnum() or c in "_-" for c in cfg["name"]):
+        raise ValueError(f"name: use letters, digits, '_' and '-' only, got {cfg['name']!r}")
+    from rubikkit.data.spec import parse_spec
+
+    try:
+        parse_spec(cfg["data"])
+    except ValueError as exc:
+        raise ValueError(f"data: {exc}") from None
+    cfg.setdefault("dataset_name", cfg["data"])
+    if not cfg["backbones"]:
+        raise ValueError("backbones: expected a non-empty list")
+    for b in cfg["backbones"]:
+        if b not in BACKBONES:
+            raise ValueError(f"backbones: unknown backbone {b!r}; expected one of {BACKBONES}")
+    if not cfg["seeds"] or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in cfg["seeds"]
+    ):
+        raise ValueError(
+            f"seeds: expected a non-empty list of non-negative ints, got {cfg['seeds']}"
+        )
+    if not cfg["metrics"] or not all(isinstance(m, str) for m in cfg["metrics"]):
+        raise ValueError("metrics: expected a non-empty list of metric names")
+    for i, sel in enumerate(cfg["published"]):
+        if not isinstance(sel, dict) or not sel:
+            raise ValueError(f"published[{i}]: expected an object such as {{'dataset': ...}}")
+        if not any(_matches(p, sel) for p in PUBLISHED):
+            raise ValueError(f"published[{i}]: no row of rubikkit.results.PUBLISHED matches {sel}")
+    if cfg["pretrain"] is None and cfg["finetune"] is None:
+        raise ValueError("pretrain, finetune: give at least one of the two sections")
+    pt = cfg["pretrain"]
+    if pt is not None:
+        _check_fields(pt, _PRETRAIN_FIELDS, "pretrain.")
+        pt.setdefault("data", cfg["data"])
+        pt.setdefault("data_options", dict(cfg["data_options"]))
+        pt.setdefault("epochs", None)
+        pt.setdefault("max_steps", None)
+        pt.setdefault("batch_size", 2)
+        pt.setdefault("lr", 1e-3)
+        pt.setdefault("task_options", {})
+        pt.setdefault("val_split", "val")
+        pt["methods"] = _check_methods(pt.get("methods"), "pretrain.methods", TASK_METHODS)
+        if pt["epochs"] is None and pt["max_steps"] is None:
+            raise ValueError("pretrain.epochs: give epochs or max_steps")
+        for m in pt["task_options"]:
+            if m not in pt["methods"]:
+                raise ValueError(f"pretrain.task_options: {m!r} is not in pretrain.methods")
+    elif cfg["proxy_eval"]:
+        raise ValueError("proxy_eval: needs a pretrain section")
+    ft = cfg["finetune"]
+    if ft is not None:
+        _check_fields(ft, _FINETUNE_FIELDS, "finetune.")
+        ft.setdefault("heads", ["classify"])
+        ft.setdefault("label_fractions", [1.0])
+        ft.setdefault("epochs", None)
+        ft.setdefault("max_steps", None)
+        ft.setdefault("batch_size", 2)
+        ft.setdefault("lr", 1e-4)
+        ft.setdefault("lr_milestones", None)
+        ft.setdefault("lr_gamma", 0.1)
+        ft.setdefault("augment", None)
+        ft.setdefault("dropout", 0.0)
+        ft.setdefault("val_split", "val")
+        ft["methods"] = _check_methods(ft.get("methods"), "finetune.methods", METHODS)
+        for m in ft["methods"]:
+            if m != "scratch" and (pt is None or m not in pt["methods"]):
+                raise ValueError(
+                    f"finetune.methods: {m!r} needs a pre-training run; add it to pretrain.methods"
+                )
+        for h in ft["heads"]:
+            if h not in HEADS:
+                raise ValueError(f"finetune.heads: unknown head {h!r}; expected one of {HEADS}")
+        lfs = ft["label_fractions"]
+        if not lfs or not all(
+            isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f <= 1 for f in lfs
+        ):
+            raise ValueError(f"finetune.label_fractions: expected numbers in (0, 1], got {lfs!r}")
+        if ft["epochs"] is None and ft["max_steps"] is None:
+            raise ValueError("finetune.epochs: give epochs or max_steps")
+        from rubikkit.train.schedule import check_augment, check_milestones
+
+        try:
+            check_milestones(ft["lr_milestones"], ft["lr_gamma"], ft["epochs"])
+            check_augment(ft["augment"])
+        except ValueError as exc:
+            raise ValueError(f"finetune.{exc}") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and validate an experiment config (JSON).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        Not JSON, or a field is wrong (the message names it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"config: {p} not found")
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config: {p} is not valid JSON: {exc}") from None
+    try:
+        cfg = validate_config(raw, str(p))
+    except ValueError as exc:
+        raise ValueError(f"config {p.name}: {exc}") from None
+    if cfg["name"] != p.stem:
+        raise ValueError(f"config {p.name}: name: {cfg['name']!r} differs from the file stem")
+    return cfg
+
+
+# --------------------------------------------------------------------------- the grid
+def _lf_tag(lf: float) -> str:
+    return f"{lf:g}".replace(".", "p")
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _bb_options(cfg: dict, backbone: str) -> dict:
+    opts = cfg["backbone_options"]
+    if backbone in opts and isinstance(opts[backbone], dict):
+        return dict(opts[backbone])
+    return {k: v for k, v in opts.items() if k not in BACKBONES}
+
+
+def _pretrain_settings(cfg: dict, method: str, backbone: str) -> dict:
+    pt = cfg["pretrain"]
+    return {
+        "task": method,
+        "data": pt["data"],
+        "data_options": pt["data_options"],
+        "backbone": backbone,
+        "backbone_options": _bb_options(cfg, backbone),
+        "task_options": pt["task_options"].get(method, {}),
+        "epochs": pt["epochs"],
+        "max_steps": pt["max_steps"],
+        "batch_size": pt["batch_size"],
+        "lr": pt["lr"],
+        "val_split": pt["val_split"],
+    }
+
+
+def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
+    ft = cfg["finetune"]
+    return {
+        "data": cfg["data"],
+        "data_options": cfg["data_options"],
+        "backbone": backbone,
+        "backbone_options": _bb_options(cfg, backbone),
+        "head": head,
+        "label_fraction": float(lf),
+        "epochs": ft["epochs"],
+        "max_steps": ft["max_steps"],
+        "batch_size": ft["batch_size"],
+        "lr": ft["lr"],
+        "lr_milestones": ft["lr_milestones"],
+        "lr_gamma": ft["lr_gamma"],
+        "augment": ft["augment"],
+        "dropout": ft["dropout"],
+        "val_split": ft["val_split"],
+        "eval_split": cfg["eval_split"],
+    }
+
+
+def _finetune_entries(cfg, seed, bb, method, init_id, init_settings) -> list[dict]:
+    ft = cfg["finetune"]
+    if ft is None or method not in ft["methods"]:
+        return []
+    entries = []
+    for head in ft["heads"]:
+        for lf in ft["label_fractions"]:
+            settings = _finetune_settings(cfg, bb, head, lf)
+            entries.append(
+                {
+                    "kind": "finetune",
+                    "run": f"s{seed}/{bb}/ft-{method}-{head}-lf{_lf_tag(lf)}",
+                    "seed": seed,
+                    "backbone": bb,
+                    "method": method,
+                    "head": head,
+                    "label_fraction": float(lf),
+                    "init": init_id,
+                    "settings": settings,
+                    "config_hash": _hash([settings, init_settings, seed]),
+                }
+            )
+    return entries
+
+
+def plan_grid(cfg: ExperimentConfig, seeds=None) -> list[dict]:
+    """The runs of the grid, in execution order.
+
+    Every entry has ``kind`` (``"pretrain"``, ``"proxy"`` or ``"finetune"``), ``run`` (a path-like
+    id, also the run folder under ``runs/<name>/``), ``seed``, ``backbone``, ``method`` and
+    ``settings``; finetune entries add ``head``, ``label_fraction`` and ``init`` (the id of their
+    pre-training run, or None), and a ``config_hash`` over everything that defines the run
+    (pre-training included). Pretrain entries produce no record; proxy and finetune entries do.
+    """
+    seeds = list(cfg["seeds"] if seeds is None else seeds)
+    pt = cfg["pretrain"]
+    plan = []
+    for seed in seeds:
+        for bb in cfg["backbones"]:
+            base = f"s{seed}/{bb}"
+
+            plan += _finetune_entries(cfg, seed, bb, "scratch", None, None)
+            for method in pt["methods"] if pt is not None else ():
+                settings = _pretrain_settings(cfg, method, bb)
+                pid = f"{base}/pt-{method}"
+                plan.append(
+                    {
+                        "kind": "pretrain",
+                        "run": pid,
+                        "seed": seed,
+                        "backbone": bb,
+                        "method": method,
+                        "settings": settings,
+                        "config_hash": _hash([settings, seed]),
+                    }
+                )
+                if cfg["proxy_eval"]:
+                    plan.append(
+                        {
+                            "kind": "proxy",
+                            "run": f"{pid}/proxy-{cfg['eval_split']}",
+                            "seed": seed,
+                            "backbone": bb,
+                            "method": method,
+                            "head": "proxy",
+                            "label_fraction": None,
+                            "init": pid,
+                            "settings": {"eval_split": cfg["eval_split"]},
+                            "config_hash": _hash([settings, seed, cfg["eval_split"]]),
+                        }
+                    )
+                plan += _finetune_entries(cfg, seed, bb, method, pid, settings)
+    return plan
+
+
+# --------------------------------------------------------------------------- running
+def describe_device(device: str = "auto") -> str:
+    """A one-line description of the machine a run uses (device model, cores, torch threads).
+
+    It names no host and no path, so it can go into committed records.
+    """
+    import torch
+
+    from rubikkit.train.distributed import resolve_device
+
+    dev = resolve_device(device)
+    torch_part = f"torch {torch.__version__}"
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        mem = torch.cuda.get_device_properties(dev).total_memory / 2**30
+        return f"cuda: {name} ({mem:.0f} GiB); {torch_part}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"cpu: {cpu}, {cores} cores, {torch.get_num_threads()} torch threads; {torch_part}"
+
+
+def _default_data_root() -> str | None:
+    return os.environ.get("RUBIKKIT_DATA") or os.environ.get("RUBIKKIT_TEST_DATA") or None
+
+
+@contextlib.contextmanager
+def _data_root(root):
+    # open_dataset resolves relative paths (and MedMNIST's default root) under $RUBIKKIT_DATA.
+    old = os.environ.get("RUBIKKIT_DATA")
+    if root is not None:
+        os.environ["RUBIKKIT_DATA"] = str(Path(root).expanduser().resolve())
+    try:
+        yield
+    finally:
+        if root is not None:
+            if old is None:
+                os.environ.pop("RUBIKKIT_DATA", None)
+            else:
+                os.environ["RUBIKKIT_DATA"] = old
+
+
+def _with_cache(spec: str, options: dict, cache_dir: Path) -> dict:
+    # LIDC and BraTS cache resampled volumes under the data root by default; the shared data must
+    # stay read-only, so the cache goes next to the runs.
+    from rubikkit.data.spec import parse_spec
+
+    opts = dict(options)
+    if parse_spec(spec)[0] in ("lidc", "brats") and "cache_dir" not in opts:
+        opts["cache_dir"] = str(cache_dir)
+    return opts
+
+
+def _existing(records_path: Path) -> set[tuple[str, str]]:
+    if not records_path.exists():
+        return set()
+    from rubikkit.results import load_records
+
+    return {(r.get("run"), r.get("config_hash")) for r in load_records(records_path)}
+
+
+def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -> str:
+    """The training budget of a record, saying when it is less than the config's (or recipe's).
+
+    ``planned`` maps ``"pretrain"`` / ``"finetune"`` to the epochs of the config file, before
+    command-line overrides.
+    """
+
+    def budget(s: dict, section: str) -> str:
+        parts = []
+        if s.get("epochs") is not None:
+            parts.append(f"{s['epochs']} epochs")
+        if s.get("max_steps") is not None:
+            parts.append(f"max {s['max_steps']} steps")
+        text = " / ".join(parts)
+        want = planned.get(section)
+        if section == "finetune" and cfg.get("recipe_epochs") is not None:
+            want = cfg["recipe_epochs"]
+        if want is not None and (s.get("epochs") != want or s.get("max_steps") is not None):
+            text += f" (reduced: the {'recipe' if section == 'finetune' else 'config'} has "
+            text += f"{want} epochs)"
+        return text
+
+    if entry["kind"] == "proxy":
+        return f"pre-train {budget(pt_settings, 'pretrain')}"
+    text = f"fine-tune {budget(entry['settings'], 'finetune')}"
+    if pt_settings is not None:
+        text += f", pre-train {budget(pt_settings, 'pretrain')}"
+    return text
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    *,
+    seeds=None,
+    device: str = "auto",
+    results_dir="results",
+    runs_dir="runs",
+    data_root=None,
+    dry_run: bool = False,
+    epochs: int | None = None,
+    pretrain_epochs: int | None = None,
+    max_steps: int | None = None,
+    progress: bool = True,
+    log=print,
+) -> list[dict]:
+    """Run (or list, ``dry_run``) the grid of ``cfg``, appending one record per scored run.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+        From :func:`load_config`.
+    seeds : list of int, optional
+        Override ``cfg["seeds"]``.
+    device : {"auto", "cpu", "cuda"}
+    results_dir, runs_dir : path-like
+        Records go to ``results_dir/<name>.jsonl``, run folders to ``runs_dir/<name>/<run>``.
+    data_root : path-like, optional
+        Root for relative dataset paths (default ``$RUBIKKIT_DATA``, else
+        ``$RUBIKKIT_TEST_DATA``).
+    dry_run : bool
+        Only list the runs (and whether their record exists).
+    epochs, pretrain_epochs, max_steps : int, optional
+        Override the fine-tuning epochs, the pre-training epochs, or both sections' step limit
+        (quick checks). The records keep the real values and their ``protocol`` says when they
+        differ from the recipe.
+
+    Returns
+    -------
+    list of dict
+        The plan entries, each with ``status`` (``"done"``, ``"skipped"``, ``"planned"``) and,
+        for scored runs that ran, ``record``.
+    """
+    cfg = ExperimentConfig(json.loads(json.dumps(cfg)))
+    planned = {s: (cfg[s] or {}).get("epochs") for s in ("pretrain", "finetune")}
+    for section, value in (("finetune", epochs), ("pretrain", pretrain_epochs)):
+        if value is not None and cfg[section] is not None:
+            cfg[section]["epochs"] = int(value)  # milestones are fractions: they follow
+    if max_steps is not None:
+        for section in ("pretrain", "finetune"):
+            if cfg[section] is not None:
+                cfg[section]["max_steps"] = int(max_steps)
+    cfg = validate_config(dict(cfg))
+    plan = plan_grid(cfg, seeds)
+    records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
+    run_root = Path(runs_dir) / cfg["name"]
+    done = _existing(records_path)
+    if dry_run:
+        for e in plan:
+            scored = e["kind"] != "pretrain"
+            have = scored and (e["run"], e["config_hash"]) in done
+            e["status"] = "skipped" if have else "planned"
+            log(f"{e['status']:8s} {e['kind']:8s} {e['run']}")
+        return plan
+
+    root = data_root if data_root is not None else _default_data_root()
+    device_text = describe_device(device)
+    from rubikkit.train.runs import git_commit
+
+    commit = git_commit()
+    pretrained: dict[str, dict] = {}
+    with _data_root(root):
+        for e in plan:
+            scored = e["kind"] != "pretrain"
+            if scored and (e["run"], e["config_hash"]) in done:
+                e["status"] = "skipped"
+                log(f"skip     {e['kind']:8s} {e['run']} (record exists)")
+                continue
+            if e["kind"] == "pretrain":
+                # Needed only when one of its proxy or fine-tuning runs lacks a record.
+                dependants = [
+                    d
+                    for d in plan
+                    if d.get("init") == e["run"] and (d["run"], d["config_hash"]) not in done
+                ]
+                if not dependants:
+                    e["status"] = "skipped"
+                    continue
+            log(f"run      {e['kind']:8s} {e['run']}")
+            out = run_root / e["run"]
+            t0 = time.perf_counter()
+            if e["kind"] == "pretrain":
+                pretrained[e["run"]] = _run_pretrain(cfg, e, out, run_root, device, progress)
+                e["status"] = "done"
+                continue
+            pt_summary = pretrained.get(e["init"]) if e["init"] else None
+            if e["init"] and pt_summary is None:
+                pt_summary = _load_summary(run_root / e["init"])
+            if e["kind"] == "proxy":
+                metrics, summary = _run_proxy(cfg, e, run_root, device, progress)
+                fields = {
+                    "epochs": pt_summary["epochs"],
+                    "selected_epoch": (pt_summary.get("best") or {}).get("epoch"),
+                    "steps": pt_summary.get("steps"),
+                }
+                pt_settings = _plan_settings(plan, e["init"])
+            else:
+                metrics, summary = _run_finetune(cfg, e, out, run_root, device, progress)
+                fields = {
+                    "epochs": summary["epochs"],
+                    "selected_epoch": (summary.get("best") or {}).get("epoch"),
+                    "steps": summary.get("steps"),
+                }
+                pt_settings = _plan_settings(plan, e["init"]) if e["init"] else None
+            from rubikkit.train.runs import finite_metrics
+
+            record = {
+                "dataset": cfg["dataset_name"],
+                "method": e["method"],
+                "backbone": e["backbone"],
+                "head": e["head"],
+                "label_fraction": e["label_fraction"],
+                "seed": e["seed"],
+                "split": cfg["eval_split"],
+                "metrics": {
+                    k: v for k, v in finite_metrics(metrics).items() if not k.startswith("n_")
+                },
+                **fields,
+                "commit": commit,
+                "device": device_text,
+                "wall_s": round(time.perf_counter() - t0, 2),
+                "experiment": cfg["name"],
+                "run": e["run"],
+                "config_hash": e["config_hash"],
+                "protocol": _protocol(cfg, e, pt_settings, planned),
+                "data_options": {
+                    k: v for k, v in cfg["data_options"].items() if k not in ("root", "cache_dir")
+                },
+                "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
+                "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
+            }
+            append_record(records_path, record)
+            done.add((e["run"], e["config_hash"]))
+            e["status"] = "done"
+            e["record"] = record
+            log(f"record   {e['run']}: " + _metric_text(record["metrics"], cfg["metrics"]))
+    return plan
+
+
+def _metric_text(metrics: dict, names) -> str:
+    shown = [n for n in names if n in metrics] or list(metrics)[:4]
+    return ", ".join(f"{n}={metrics[n]:.4f}" for n in shown)
+
+
+def _plan_settings(plan, run_id):
+    for d in plan:
+        if d["run"] == run_id:
+            return d["settings"]
+    return None
+
+
+def _load_summary(out: Path) -> dict:
+    p = out / "metrics.json"
+    if not p.exists():
+        raise FileNotFoundError(f"init: the pre-training run {out} has no metrics.json")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def _finished(out: Path) -> bool:
+    # metrics.json is written last, after the final checkpoint.
+    return (out / "metrics.json").exists() and (out / "best.pt").exists()
+
+
+def _run_pretrain(cfg, e, out: Path, run_root: Path, device, progress) -> dict:
+    from rubikkit.train import pretrain
+
+    if _finished(out):
+        summary = _load_summary(out)
+        if summary.get("config_hash") == e["config_hash"]:
+            return summary
+        raise ValueError(
+            f"runs_dir: {out} holds a finished pre-training run of other settings; remove it"
+        )
+    s = e["settings"]
+    summary = pretrain(
+        s["task"],
+        s["data"],
+        out=out,
+        backbone=s["backbone"],
+        backbone_options=s["backbone_options"],
+        task_options=s["task_options"],
+        data_options=_with_cache(s["data"], s["data_options"], run_root.parent / "cache"),
+        epochs=s["epochs"],
+        max_steps=s["max_steps"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        seed=e["seed"],
+        device=device,
+        workers=cfg["workers"],
+        resume=(out / "last.pt").exists(),
+        val_split=s["val_split"],
+        progress=progress,
+    )
+    summary["config_hash"] = e["config_hash"]
+    from rubikkit.train.loop import write_json
+
+    write_json(summary, out / "metrics.json")
+    return summary
+
+
+def _run_proxy(cfg, e, run_root: Path, device, progress):
+    from rubikkit.train import evaluate
+
+    pt_out = run_root / e["init"]
+    s = e["settings"]
+    res = evaluate(
+        pt_out / "best.pt",
+        split=s["eval_split"],
+        device=device,
+        progress=progress,
+    )
+    return res["splits"][s["eval_split"]], res
+
+
+def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
+    from rubikkit.train import evaluate, finetune
+
+    s = e["settings"]
+    init = "scratch" if e["init"] is None else run_root / e["init"] / "best.pt"
+    data_options = _with_cache(s["data"], s["data_options"], run_root.parent / "cache")
+    if _finished(out) and _load_summary(out).get("config_hash") == e["config_hash"]:
+        summary = _load_summary(out)
+    else:
+        summary = finetune(
+            init,
+            s["data"],
+            out=out,
+            head=s["head"],
+            label_fraction=s["label_fraction"],
+            backbone=s["backbone"],
+            backbone_options=s["backbone_options"] if e["init"] is None else None,
+            data_options=data_options,
+            dropout=s["dropout"],
+            epochs=s["epochs"],
+            max_steps=s["max_steps"],
+            batch_size=s["batch_size"],
+            lr=s["lr"],
+            seed=e["seed"],
+            device=device,
+            workers=cfg["workers"],
+            resume=(out / "last.pt").exists(),
+            lr_milestones=s["lr_milestones"],
+            lr_gamma=s["lr_gamma"],
+            augment=s["augment"],
+            val_split=s["val_split"],
+            progress=progress,
+        )
+        summary["config_hash"] = e["config_hash"]
+        from rubikkit.train.loop import write_json
+
+        write_json(summary, out / "metrics.json")
+    res = evaluate(
+        out / "best.pt",
+        s["data"],
+        s["eval_split"],
+        data_options=data_options,
+        device=device,
+        progress=progress,
+    )
+    return res["splits"][s["eval_split"]], summary
+
+
+# --------------------------------------------------------------------------- tables
+def _fmt(stat: dict | None) -> str:
+    if stat is None:
+        return MISSING
+    if stat["n"] > 1:
+        return f"{stat['mean']:.3f} ± {stat['sd']:.3f} (n={stat['n']})"
+    return f"{stat['mean']:.3f} (n=1)"
+
+
+def _matches(p: dict, sel: dict) -> bool:
+    return all(p.get(k) == v for k, v in sel.items())
+
+
+def _published_rows(cfg: dict | None) -> list[dict]:
+    if not cfg:
+        return []
+    rows = []
+    for sel in cfg.get("published", []):
+        rows += [p for p in PUBLISHED if _matches(p, sel) and p not in rows]
+    return rows
+
+
+def _lf_label(lf) -> str:
+    return "proxy" if lf is None else f"{lf:g}"
+
+
+def render_tables(records: list[dict], cfg: dict | None = None) -> str:
+    """Markdown for one experiment: a table per protocol, our runs beside published numbers.
+
+    Rows are (method, backbone, head), columns label fraction x metric; the settings of the
+    grid in ``cfg`` appear even with no run (cells :data:`~rubikkit.results.MISSING`).
+    """
+    name = (cfg or {}).get("name") or (records[0].get("experiment") if records else "?")
+    metrics = list((cfg or {}).get("metrics") or sorted({m for r in records for m in r["metrics"]}))
+    ft = (cfg or {}).get("finetune")
+    pt = (cfg or {}).get("pretrain")
+    planned: list[tuple] = []
+    fractions: list = []
+    if cfg:
+        if ft:
+            fractions += [float(f) for f in ft["label_fractions"]]
+            for m in ft["methods"]:
+                for bb in cfg["backbones"]:
+                    for h in ft["heads"]:
+                        planned.append((m, bb, h))
+        if cfg.get("proxy_eval") and pt:
+            fractions.append(None)
+            for m in pt["methods"]:
+                for bb in cfg["backbones"]:
+                    planned.append((m, bb, "proxy"))
+    protocols = sorted({r.get("protocol", "unknown protocol") for r in records}) or [None]
+    out = []
+    for proto in protocols:
+        recs = [r for r in records if r.get("protocol", "unknown protocol") == proto]
+        rows = summarise(recs)
+        fr = list(fractions)
+        for r in rows:
+            if r["label_fraction"] not in fr:
+                fr.append(r["label_fraction"])
+        fr = sorted(set(fr), key=lambda x: (x is None, x if x is not None else 0))
+        settings = list(planned)
+        for r in rows:
+            key = (r["method"], r["backbone"], r["head"])
+            if key not in settings:
+                settings.append(key)
+        index = {(r["method"], r["backbone"], r["head"], r["label_fraction"]): r for r in rows}
+        devices = sorted({r["device"] for r in recs})
+        epochs = sorted({(r.get("epochs"), r.get("pretrain_epochs")) for r in recs}, key=str)
+        out.append(f"**{name}**" + (f" — {proto}" if proto else " — no runs yet"))
+        out.append("")
+        if recs:
+            ep = "; ".join(
+                f"{e} epochs" + (f" after {p} pre-training epochs" if p is not None else "")
+                for e, p in epochs
+            )
+            out.append(f"Runs: {len(recs)} records; epochs trained: {ep}.")
+            out.append("Device: " + "; ".join(devices) + ".")
+            out.append("")
+        cols = [(lf, m) for lf in fr for m in metrics if (lf is None) == (m in _PROXY_METRICS)]
+        header = ["method", "backbone", "head"] + [f"{m} @ {_lf_label(lf)}" for lf, m in cols]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for method, bb, head in settings:
+            cells = []
+            for lf, m in cols:
+                r = index.get((method, bb, head, lf))
+                cells.append(_fmt(r["metrics"].get(m)) if r else MISSING)
+            if any(c != MISSING for c in cells) or (method, bb, head) in planned:
+                out.append("| " + " | ".join([method, bb, head, *cells]) + " |")
+        for p in _published_rows(cfg):
+            cells = []
+            for lf, m in cols:
+                v = p["metrics"].get(m)
+                same_lf = p["label_fraction"] == lf
+                cells.append(f"{v:.3f}" if v is not None and same_lf else MISSING)
+            label = f"{p['method']} — published, not run here ({p['source']}; {p['dataset']})"
+            out.append("| " + " | ".join([label, p["backbone"], p["head"], *cells]) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+_PROXY_METRICS = ("order_acc", "rot_acc", "hor_acc", "ver_acc", "cpc_acc", "loss_order")
+
+
+def _load_configs(config_dir) -> dict[str, dict]:
+    configs = {}
+    d = Path(config_dir)
+    if d.is_dir():
+        for p in sorted(d.glob("*.json")):
+            try:
+                configs[p.stem] = load_config(p)
+            except (ValueError, FileNotFoundError) as exc:
+                print(f"warning: {exc}", file=sys.stderr)
+    return configs
+
+
+def render_page(
+    record_paths,
+    config_dir="experiments",
+    plots_dir=None,
+    include_unrun: bool = True,
+) -> str:
+    """Markdown of every experiment: description, recipe, tables and (optionally) plots.
+
+    Parameters
+    ----------
+    record_paths : iterable of path-like
+        ``results/*.jsonl`` files (missing files give no records).
+    config_dir : path-like
+        Where ``<experiment>.json`` configs are looked up (for the planned grid, the metrics and
+        the published rows).
+    plots_dir : path-like, optional
+        Write one label-fraction plot per experiment and metric there (PNG, only where an
+        experiment has runs at two or more label fractions); the page links them relative to
+        the page's folder when it is the plots folder's parent.
+    include_unrun : bool
+        Also list the configs without a records file (every cell missing).
+    """
+    from rubikkit.results import load_records
+
+    configs = _load_configs(config_dir)
+    by_exp: dict[str, list[dict]] = {}
+    for p in record_paths:
+        p = Path(p)
+        if p.exists():
+            by_exp.setdefault(p.stem, []).extend(load_records(p))
+    names = list(by_exp)
+    if include_unrun:
+        names += [n for n in configs if n not in by_exp]
+    lines = []
+    for name in sorted(names):
+        cfg = configs.get(name)
+        recs = by_exp.get(name, [])
+        lines.append(f"### {name}")
+        lines.append("")
+        if cfg and cfg.get("description"):
+            lines.append(cfg["description"])
+            lines.append("")
+        if cfg and cfg.get("recipe"):
+            lines.append(f"Recipe: {cfg['recipe']}")
+            lines.append("")
+        for note in (cfg or {}).get("notes", []):
+            lines.append(f"- {note}")
+        if cfg and cfg.get("notes"):
+            lines.append("")
+        lines.append(render_tables(recs, cfg))
+        if plots_dir is not None and recs:
+            lines += _plots(name, recs, cfg, Path(plots_dir))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _plots(name, recs, cfg, plots_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rubikkit.results import plot_label_fractions
+
+    lines = []
+    metrics = (cfg or {}).get("metrics") or sorted({m for r in recs for m in r["metrics"]})
+    for proto in sorted({r.get("protocol", "") for r in recs}):
+        sub = [r for r in recs if r.get("protocol", "") == proto and r["label_fraction"]]
+        if len({r["label_fraction"] for r in sub}) < 2:
+            continue
+        for m in metrics:
+            if not any(m in r["metrics"] for r in sub):
+                continue
+            plots_dir.mkdir(parents=True, exist_ok=True)
+            tag = _hash(proto)[:6]
+            path = plots_dir / f"{name}_{m}_{tag}.png"
+            fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=72)
+            plot_label_fractions(sub, sub[0]["dataset"], m, ax=ax, split=sub[0]["split"])
+            ax.set_title(f"{name}: {m}\n{proto}", fontsize=7)
+            fig.tight_layout()
+            fig.savefig(path)
+            plt.close(fig)
+            lines.append(f"![{name} {m}]({plots_dir.name}/{path.name})")
+            lines.append("")
+    return lines
+
+
+def write_page(page_path, body: str) -> None:
+    """Replace the text between :data:`PAGE_BEGIN` and :data:`PAGE_END` of ``page_path``.
+
+    A file without the markers gets them (and ``body``) appended.
+    """
+    p = Path(page_path)
+    text = p.read_text(encoding="utf-8") if p.exists() else ""
+    block = f"{PAGE_BEGIN}\n\n{body}\n{PAGE_END}\n"
+    if PAGE_BEGIN in text and PAGE_END in text:
+        head, rest = text.split(PAGE_BEGIN, 1)
+        tail = rest.split(PAGE_END, 1)[1].lstrip("\n")
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- CLI
+def _seeds(text: str) -> list[int]:
+    import argparse
+
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative seeds, got {text!r}")
+    return seeds
+
+
+def _cmd_run(args) -> int:
+    cfg = load_config(args.config)
+    plan = run_experiment(
+        cfg,
+        seeds=args.seeds,
+        device=args.device,
+        results_dir=args.results_dir,
+        runs_dir=args.runs_dir,
+        data_root=args.data_root,
+        dry_run=args.dry_run,
+        epochs=args.epochs,
+        pretrain_epochs=args.pretrain_epochs,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    n = {s: sum(e.get("status") == s for e in plan) for s in ("done", "skipped", "planned")}
+    print(f"{cfg['name']}: {len(plan)} runs; " + ", ".join(f"{k} {v}" for k, v in n.items()))
+    return 0
+
+
+def _cmd_table(args) -> int:
+    body = render_page(
+        args.records,
+        config_dir=args.configs,
+        plots_dir=args.plots,
+        include_unrun=not args.only_run,
+    )
+    if args.write:
+        write_page(args.write, body)
+        print(f"wrote the tables into {args.write}")
+    else:
+        sys.stdout.write(body)
+    return 0
+
+
+def _reported(fn):
+    def wrapper(args) -> int:
+        try:
+            return fn(args)
+        except (ValueError, TypeError, FileNotFoundError) as exc:
+            print(f"rubikkit experiment: error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper
+
+
+def register(subparsers) -> None:
+    """Add ``rubikkit experiment run|table``."""
+    p = subparsers.add_parser(
+        "experiment",
+        help="run experiment grids on real data and render their result tables",
+        description="Run the grid of an experiments/*.json config (resumable: runs with a "
+        "record are skipped) or render results/*.jsonl as markdown tables.",
+    )
+    sub = p.add_subparsers(dest="experiment_command", metavar="ACTION", required=True)
+    r = sub.add_parser("run", help="run (or --dry-run list) the grid of a config")
+    r.add_argument("config", metavar="CONFIG", help="experiments/<name>.json")
+    r.add_argument("--seeds", type=_seeds, default=None, help="override the seeds, e.g. 0,1,2")
+    r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    r.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    r.add_argument("--results-dir", default="results", help="records go to DIR/<name>.jsonl")
+    r.add_argument("--runs-dir", default="runs", help="run folders go to DIR/<name>/")
+    r.add_argument(
+        "--data-root",
+        default=None,
+        help="root of relative dataset paths (default $RUBIKKIT_DATA, else $RUBIKKIT_TEST_DATA)",
+    )
+    r.add_argument("--epochs", type=int, default=None, help="override the fine-tuning epochs")
+    r.add_argument("--pretrain-epochs", type=int, default=None, help="override pre-train epochs")
+    r.add_argument("--max-steps", type=int, default=None, help="cap every run (quick checks)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_reported(_cmd_run))
+    t = sub.add_parser("table", help="render results/*.jsonl as markdown tables")
+    t.add_argument("records", nargs="*", metavar="RECORDS", help="results/<name>.jsonl files")
+    t.add_argument("--configs", default="experiments", help="folder of the experiment configs")
+    t.add_argument("--plots", default=None, metavar="DIR", help="write label-fraction plots here")
+    t.add_argument("--write", default=None, metavar="PAGE", help="replace the tables in PAGE")
+    t.add_argument("--only-run", action="store_true", help="skip configs without records")
+    t.set_defaults(func=_reported(_cmd_table))

@@ -1,0 +1,154 @@
+"""rubikkit.train.schedule: the MedMNIST v2 step schedule and voxel scaling, and their use in fit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rubikkit.train.schedule import (
+    augment_batch,
+    check_augment,
+    check_milestones,
+    lr_at_epoch,
+)
+
+TINY = {"widths": (4, 8)}
+PHANTOM = {"n": 4, "size": 16}
+
+
+@pytest.mark.parametrize("epochs", [4, 8, 20, 100])
+def test_lr_at_epoch_matches_multisteplr(epochs):
+    # MedMNIST v2 builds MultiStepLR(milestones=[0.5 * E, 0.75 * E], gamma=0.1), stepped per epoch
+    # (E = 100 there; MultiStepLR only ever matches integral milestones, hence these E).
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1e-3)
+    sched = torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=[0.5 * epochs, 0.75 * epochs], gamma=0.1
+    )
+    for e in range(epochs):
+        assert lr_at_epoch(1e-3, e, epochs, (0.5, 0.75), 0.1) == pytest.approx(
+            opt.param_groups[0]["lr"], rel=1e-12
+        )
+        opt.step()
+        sched.step()
+
+
+def test_lr_at_epoch_rounds_fractional_milestones_up():
+    # 10 epochs: 0.5 -> epoch 5, 0.75 -> 7.5, passed from epoch 8 on.
+    lrs = [lr_at_epoch(1.0, e, 10, (0.5, 0.75)) for e in range(10)]
+    assert lrs == pytest.approx([1.0] * 5 + [0.1] * 3 + [0.01] * 2)
+
+
+def test_lr_at_epoch_without_milestones_is_constant():
+    assert [lr_at_epoch(0.5, e, None, ()) for e in range(3)] == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    "milestones, gamma, epochs, match",
+    [
+        ((0.75, 0.5), 0.1, 10, "lr_milestones: expected increasing"),
+        ((0.0, 0.5), 0.1, 10, "lr_milestones: expected increasing"),
+        ((0.5, 1.0), 0.1, 10, "lr_milestones: expected increasing"),
+        ("0.5", 0.1, 10, "lr_milestones: expected a sequence"),
+        ((0.5,), 0.1, None, "lr_milestones: fractions of the epochs need epochs"),
+        ((0.5,), 0.0, 10, "lr_gamma: expected a number"),
+        ((0.5,), 2.0, 10, "lr_gamma: expected a number"),
+    ],
+)
+def test_check_milestones_errors(milestones, gamma, epochs, match):
+    with pytest.raises(ValueError, match=match):
+        check_milestones(milestones, gamma, epochs)
+
+
+def test_check_milestones_accepts_none_and_lists():
+    assert check_milestones(None, 0.1, None) == ()
+    assert check_milestones([0.5, 0.75], 0.1, 100) == (0.5, 0.75)
+
+
+def test_voxel_scale_train_draws_one_factor_per_volume():
+    x = torch.ones(5, 1, 3, 3, 3)
+    y = augment_batch("voxel_scale", x, training=True, generator=torch.Generator().manual_seed(3))
+    factors = y.flatten(1)
+    assert torch.equal(factors, factors[:, :1].expand_as(factors))  # one factor per volume
+    assert (factors[:, 0] >= 0).all() and (factors[:, 0] < 1).all()
+    assert len(set(factors[:, 0].tolist())) == 5
+    # Same generator state, same factors; the input is left as it was.
+    y2 = augment_batch("voxel_scale", x, training=True, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(y, y2)
+    assert torch.equal(x, torch.ones_like(x))
+
+
+def test_voxel_scale_eval_halves_and_none_is_identity():
+    x = torch.rand(2, 1, 4, 4, 4)
+    assert torch.equal(augment_batch("voxel_scale", x, training=False), x * 0.5)
+    assert augment_batch(None, x, training=True) is x
+
+
+def test_augment_errors():
+    with pytest.raises(ValueError, match="augment: expected None or one of"):
+        check_augment("flip")
+    with pytest.raises(ValueError, match="images: expected a batch"):
+        augment_batch("voxel_scale", torch.ones(3), training=True)
+
+
+def _lrs(log_path):
+    rows = [json.loads(line) for line in log_path.read_text().splitlines()]
+    return [r["lr"] for r in rows if r["split"] == "train"]
+
+
+def test_finetune_follows_the_step_schedule_and_records_augment(tmp_path):
+    from rubikkit.train import evaluate, finetune
+
+    out = tmp_path / "ft"
+    finetune(
+        "scratch",
+        "phantoms:nodule",
+        out=out,
+        backbone_options=TINY,
+        data_options=PHANTOM,
+        epochs=4,
+        batch_size=2,
+        lr=1e-2,
+        lr_milestones=(0.5, 0.75),
+        augment="voxel_scale",
+        device="cpu",
+        progress=False,
+    )
+    assert _lrs(out / "log.jsonl") == pytest.approx([1e-2, 1e-2, 1e-3, 1e-4])
+    config = json.loads((out / "config.json").read_text())
+    assert config["augment"] == "voxel_scale"
+    assert config["lr_milestones"] == [0.5, 0.75] and config["lr_gamma"] == 0.1
+    # evaluate() scores with the run's evaluation scaling, so it reproduces the validation of
+    # best.pt exactly.
+    metrics = json.loads((out / "metrics.json").read_text())
+    res = evaluate(out / "best.pt", split="val", device="cpu", progress=False)
+    assert res["splits"]["val"]["loss"] == pytest.approx(metrics["splits"]["val"]["loss"])
+
+
+def test_finetune_rejects_milestones_without_epochs(tmp_path):
+    from rubikkit.train import finetune
+
+    with pytest.raises(ValueError, match="lr_milestones"):
+        finetune(
+            "scratch",
+            "phantoms:nodule",
+            out=tmp_path / "x",
+            data_options=PHANTOM,
+            max_steps=1,
+            lr_milestones=(0.5,),
+            device="cpu",
+            progress=False,
+        )
+    with pytest.raises(ValueError, match="augment"):
+        finetune(
+            "scratch",
+            "phantoms:nodule",
+            out=tmp_path / "y",
+            data_options=PHANTOM,
+            max_steps=1,
+            augment="mirror",
+            device="cpu",
+            progress=False,
+        )
