@@ -66,6 +66,22 @@ def test_backbone_config_rebuilds(name):
     }
 
 
+def test_resnet_small_stem_keeps_resolution_and_rebuilds():
+    torch.manual_seed(0)
+    b = build_backbone("resnet18", 1, widths=[4, 4, 8, 8], stem="small")
+    x = torch.randn(1, 1, 28, 27, 29)
+    feats = b.forward_features(x)
+    assert b.stage_strides == (1, 1, 2, 4, 8)
+    for f, s in zip(feats, b.stage_strides):
+        assert tuple(f.shape[2:]) == tuple(-(-L // s) for L in x.shape[2:])
+    again = build_backbone(**json.loads(json.dumps(b.config)))
+    assert again.config["stem"] == "small"
+    again.load_state_dict(b.state_dict())  # same architecture, same tensors
+    assert "stem" not in build_backbone("resnet18", 1, widths=[4, 4, 8, 8]).config
+    with pytest.raises(ValueError, match="stem"):
+        build_backbone("resnet18", 1, stem="cifar")
+
+
 def test_default_backbones_are_standard():
     assert build_backbone("resnet18").stage_channels == (64, 64, 128, 256, 512)
     assert len(build_backbone("resnet34").layers[2]) == 6

@@ -1,8 +1,11 @@
 """3D ResNet-10/18/34 with basic blocks (He et al., CVPR 2016), the TCPC backbone (Sec. 3.2.1).
 
-The stem is a 7x7x7 convolution with stride 2 followed by a 3x3x3 max-pool with stride 2, as in the
-2D ResNet and the common 3D ports; then four stages of basic blocks with strides 1, 2, 2, 2. The
-stem is stage 0 (stride 2), so the stages work at strides 2, 4, 8, 16, 32.
+The default stem (``stem="imagenet"``) is a 7x7x7 convolution with stride 2 followed by a 3x3x3
+max-pool with stride 2, as in the 2D ResNet and the common 3D ports; then four stages of basic
+blocks with strides 1, 2, 2, 2. The stem is stage 0 (stride 2), so the stages work at strides 2, 4,
+8, 16, 32. For small inputs such as 28^3 MedMNIST volumes that stem throws away most of the
+resolution at once; ``stem="small"`` is a 3x3x3 convolution with stride 1 and no max-pool, the stem
+of small-image ResNets, so the stages work at strides 1, 1, 2, 4, 8.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from rubikkit.models.backbone import Backbone, check_channels, check_int_tuple
 #: Basic blocks per stage.
 RESNET_LAYERS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 RESNET_WIDTHS = (64, 128, 256, 512)
+STEMS = ("imagenet", "small")
 
 
 class BasicBlock3D(nn.Module):
@@ -51,30 +55,40 @@ class ResNet3D(Backbone):
         Input channels C.
     widths : tuple of 4 ints
         Channels of the four residual stages; the stem has ``widths[0]``.
+    stem : {"imagenet", "small"}
+        7x7x7 stride-2 convolution + max-pool, or a 3x3x3 stride-1 convolution without pooling
+        (small inputs, e.g. 28^3).
 
     Notes
     -----
     Input ``(B, C, D, H, W)``; :meth:`forward_features` returns five maps (stem and four stages)
-    at strides 2, 4, 8, 16, 32.
+    at strides 2, 4, 8, 16, 32 (``stem="small"``: 1, 1, 2, 4, 8).
     """
 
-    def __init__(self, depth: int = 18, in_channels: int = 1, widths=RESNET_WIDTHS):
+    def __init__(
+        self, depth: int = 18, in_channels: int = 1, widths=RESNET_WIDTHS, stem: str = "imagenet"
+    ):
         if depth not in RESNET_LAYERS:
             raise ValueError(f"depth: expected one of {sorted(RESNET_LAYERS)}, got {depth!r}")
+        if stem not in STEMS:
+            raise ValueError(f"stem: expected one of {STEMS}, got {stem!r}")
         widths = check_int_tuple(widths, "widths")
         if len(widths) != 4:
             raise ValueError(f"widths: expected 4 stage widths, got {len(widths)}")
         check_channels(in_channels)
-        super().__init__(
-            {"name": f"resnet{depth}", "in_channels": int(in_channels), "widths": list(widths)}
-        )
+        config = {"name": f"resnet{depth}", "in_channels": int(in_channels), "widths": list(widths)}
+        if stem != "imagenet":  # configs of the default stay as they were
+            config["stem"] = stem
+        super().__init__(config)
         w0 = widths[0]
+        small = stem == "small"
         self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, w0, 7, stride=2, padding=3, bias=False),
+            nn.Conv3d(in_channels, w0, 3 if small else 7, stride=1 if small else 2,
+                      padding=1 if small else 3, bias=False),
             nn.BatchNorm3d(w0),
             nn.ReLU(inplace=True),
-        )
-        self.maxpool = nn.MaxPool3d(3, stride=2, padding=1)
+        )  # fmt: skip
+        self.maxpool = nn.Identity() if small else nn.MaxPool3d(3, stride=2, padding=1)
         layers = []
         c = w0
         for i, (w, n) in enumerate(zip(widths, RESNET_LAYERS[depth])):
@@ -84,7 +98,7 @@ class ResNet3D(Backbone):
             c = w
         self.layers = nn.ModuleList(layers)
         self.stage_channels = (w0, *widths)
-        self.stage_strides = (2, 4, 8, 16, 32)
+        self.stage_strides = (1, 1, 2, 4, 8) if small else (2, 4, 8, 16, 32)
         self.out_features = widths[-1]
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.reset_parameters()
