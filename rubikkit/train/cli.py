@@ -157,23 +157,30 @@ def _run_pretrain(args) -> int:
         backbone_options=_options(args.backbone_options),
         task_options=_options(args.task_options),
         data_options=_options(args.data_options),
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        device=args.device,
-        workers=args.workers,
-        resume=args.resume,
-        amp=args.amp,
-        val_split=_val_split(args.val_split),
-        progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every,
-        lr_milestones=args.lr_milestones,
-        lr_gamma=args.lr_gamma,
+        **_training_kwargs(args),
     )
     return 0
+
+
+def _training_kwargs(args) -> dict:
+    """The keyword arguments that pretrain and finetune share, from the common CLI options."""
+    return {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "device": args.device,
+        "workers": args.workers,
+        "resume": args.resume,
+        "amp": args.amp,
+        "val_split": _val_split(args.val_split),
+        "progress": not args.no_progress,
+        "checkpoint_every": args.checkpoint_every,
+        "lr_milestones": args.lr_milestones,
+        "lr_gamma": args.lr_gamma,
+    }
 
 
 def _run_finetune(args) -> int:
@@ -189,21 +196,7 @@ def _run_finetune(args) -> int:
         backbone_options=_options(args.backbone_options),
         data_options=_options(args.data_options),
         dropout=args.dropout,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        device=args.device,
-        workers=args.workers,
-        resume=args.resume,
-        amp=args.amp,
-        val_split=_val_split(args.val_split),
-        progress=not args.no_progress,
-        checkpoint_every=args.checkpoint_every,
-        lr_milestones=args.lr_milestones,
-        lr_gamma=args.lr_gamma,
+        **_training_kwargs(args),
         augment=args.augment,
     )
     return 0
