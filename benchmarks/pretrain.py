@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -32,6 +31,7 @@ import threading
 from pathlib import Path
 
 import torch
+from _report import cpu_model, write_section
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -42,16 +42,6 @@ HEADER = (
 
 GPU_DEFAULTS = {"size": 64, "batch_size": 16, "steps": 20, "workers": 4}
 CPU_DEFAULTS = {"size": 32, "batch_size": 4, "steps": 4, "workers": 0}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: torch.device) -> str:
@@ -219,22 +209,6 @@ def existing_rows(device_type: str) -> list[str]:
     return keep
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (re-read now), leaving the others alone."""
-    lines = RESULTS.read_text().splitlines() if RESULTS.exists() else ["# Benchmark results", ""]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *body.splitlines()]
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = [*body.splitlines(), ""] if end < len(lines) else body.splitlines()
-    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -278,7 +252,7 @@ def main(argv=None) -> int:
         on, off = results[0][1]["samples_per_s"], results[1][1]["samples_per_s"]
         print(f"AMP speed-up: {on / off:.2f}x")
     if args.write:
-        write_section(section(args, device, rows, existing_rows(device.type)))
+        write_section(SECTION, section(args, device, rows, existing_rows(device.type)))
         print(f"wrote the section {SECTION!r} of {RESULTS}")
     return 0
 

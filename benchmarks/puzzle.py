@@ -30,6 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the tests' input builders
 
+from _report import cpu_model, write_section  # noqa: E402
 from puzzle_inputs import benchmark_inputs  # noqa: E402
 
 from rubikkit import _ext  # noqa: E402
@@ -38,16 +39,6 @@ from rubikkit.ops._torch_impl import puzzle_torch  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 SECTION = "## Puzzle op"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -225,25 +216,6 @@ def section(args, cpu, gpu, nbytes, load) -> str:
     return "\n".join(text)
 
 
-def write_section(body: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
-    if RESULTS.exists():
-        lines = RESULTS.read_text().splitlines()
-    else:
-        lines = ["# Benchmark results", ""]
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        while lines and not lines[-1].strip():
-            lines.pop()
-        lines += ["", *body.splitlines()]
-    else:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
-        lines[start:end] = [*body.splitlines(), ""] if end < len(lines) else body.splitlines()
-    RESULTS.write_text("\n".join(lines).rstrip("\n") + "\n")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", type=int, default=20, help="timed calls per implementation")
@@ -279,7 +251,7 @@ def main(argv=None) -> int:
     body = section(args, cpu, gpu, nbytes, load)
     print(body)
     if args.write:
-        write_section(body)
+        write_section(SECTION, body)
         print(f"written to {RESULTS}")
     return 0
 

@@ -34,6 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _report import cpu_model, write_section  # noqa: E402
+
 from rubikkit.slic import (  # noqa: E402
     asa,
     boundary_recall,
@@ -208,14 +210,7 @@ def machine_info() -> str:
     import numba
     import skimage
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         import SimpleITK as sitk
 
@@ -309,28 +304,8 @@ def main(argv=None) -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        write_section(REPO / "benchmarks" / "RESULTS.md", table)
+        write_section(SECTION, table)
     return 0
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section, leaving the other sections untouched."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    new = [SECTION, "", *body.splitlines(), ""]
-    if start is None:
-        if lines and lines[-1].strip():
-            lines.append("")
-        lines += new
-    else:
-        end = next(
-            (j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines)
-        )
-        lines[start:end] = new
-    tmp = path.with_suffix(".md.tmp-slic")
-    tmp.write_text("\n".join(lines).rstrip("\n") + "\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
