@@ -26,7 +26,8 @@ paths under the data root), ``data_options`` (dict), ``dataset_name`` (str, the 
 :data:`rubikkit.results.PUBLISHED`), ``recipe`` (str), ``recipe_epochs`` (int, the published
 protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``pretrain`` (section or null:
 ``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
-``task_options`` {method: dict}, ``val_split``), ``finetune`` (section or null: ``methods``,
+``task_options`` {method: dict}, ``val_split``, ``epochs_by_method`` {method: int} for tasks that need another budget, ``seed``: null for one pre-training per seed, or
+an int for one pre-training with that seed shared by every fine-tuning seed), ``finetune`` (section or null: ``methods``,
 ``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
 ``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``), ``workers`` (int).
 """
@@ -91,6 +92,8 @@ _PRETRAIN_FIELDS = {
     "lr": (int, float),
     "task_options": dict,
     "val_split": (str, type(None)),
+    "seed": (int, type(None)),
+    "epochs_by_method": dict,
 }
 _FINETUNE_FIELDS = {
     "methods": list,
@@ -214,6 +217,17 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         pt.setdefault("lr", 1e-3)
         pt.setdefault("task_options", {})
         pt.setdefault("val_split", "val")
+        pt.setdefault("seed", None)
+        pt.setdefault("epochs_by_method", {})
+        for m, ep in pt["epochs_by_method"].items():
+            if m not in pt["methods"]:
+                raise ValueError(f"pretrain.epochs_by_method: {m!r} is not in pretrain.methods")
+            if not isinstance(ep, int) or isinstance(ep, bool) or ep < 1:
+                raise ValueError(f"pretrain.epochs_by_method: expected a positive int for {m!r}")
+        if pt["seed"] is not None and (isinstance(pt["seed"], bool) or pt["seed"] < 0):
+            raise ValueError(
+                f"pretrain.seed: expected null or a non-negative int, got {pt['seed']!r}"
+            )
         pt["methods"] = _check_methods(pt.get("methods"), "pretrain.methods", TASK_METHODS)
         if pt["epochs"] is None and pt["max_steps"] is None:
             raise ValueError("pretrain.epochs: give epochs or max_steps")
@@ -313,7 +327,7 @@ def _pretrain_settings(cfg: dict, method: str, backbone: str) -> dict:
         "backbone": backbone,
         "backbone_options": _bb_options(cfg, backbone),
         "task_options": pt["task_options"].get(method, {}),
-        "epochs": pt["epochs"],
+        "epochs": pt["epochs_by_method"].get(method, pt["epochs"]),
         "max_steps": pt["max_steps"],
         "batch_size": pt["batch_size"],
         "lr": pt["lr"],
@@ -368,7 +382,7 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings) -> list[dic
     return entries
 
 
-def plan_grid(cfg: ExperimentConfig, seeds=None) -> list[dict]:
+def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
     """The runs of the grid, in execution order.
 
     Every entry has ``kind`` (``"pretrain"``, ``"proxy"`` or ``"finetune"``), ``run`` (a path-like
@@ -376,45 +390,70 @@ def plan_grid(cfg: ExperimentConfig, seeds=None) -> list[dict]:
     ``settings``; finetune entries add ``head``, ``label_fraction`` and ``init`` (the id of their
     pre-training run, or None), and a ``config_hash`` over everything that defines the run
     (pre-training included). Pretrain entries produce no record; proxy and finetune entries do.
+
+    With ``pretrain.seed`` set, each method is pre-trained once, with that seed, and every
+    fine-tuning seed starts from that run (listed before the first seed's runs). ``methods``
+    keeps only the runs of these methods (``"scratch"`` included).
     """
     seeds = list(cfg["seeds"] if seeds is None else seeds)
     pt = cfg["pretrain"]
+    shared = pt["seed"] if pt is not None else None
+    keep = None if methods is None else set(methods)
+
+    def pretrain_entries(seed: int, bb: str, method: str) -> tuple[list[dict], str, dict]:
+        settings = _pretrain_settings(cfg, method, bb)
+        pid = f"s{seed}/{bb}/pt-{method}"
+        entries = [
+            {
+                "kind": "pretrain",
+                "run": pid,
+                "seed": seed,
+                "backbone": bb,
+                "method": method,
+                "settings": settings,
+                "config_hash": _hash([settings, seed]),
+            }
+        ]
+        if cfg["proxy_eval"]:
+            entries.append(
+                {
+                    "kind": "proxy",
+                    "run": f"{pid}/proxy-{cfg['eval_split']}",
+                    "seed": seed,
+                    "backbone": bb,
+                    "method": method,
+                    "head": "proxy",
+                    "label_fraction": None,
+                    "init": pid,
+                    "settings": {"eval_split": cfg["eval_split"]},
+                    "config_hash": _hash([settings, seed, cfg["eval_split"]]),
+                }
+            )
+        # A shared pre-training enters the fine-tuning hash with its seed.
+        init_key = settings if shared is None else dict(settings, pretrain_seed=seed)
+        return entries, pid, init_key
+
     plan = []
+    task_methods = list(pt["methods"]) if pt is not None else []
+    shared_runs = {}
+    if shared is not None:
+        for bb in cfg["backbones"]:
+            for method in task_methods:
+                entries, pid, init_key = pretrain_entries(shared, bb, method)
+                plan += entries
+                shared_runs[bb, method] = (pid, init_key)
     for seed in seeds:
         for bb in cfg["backbones"]:
-            base = f"s{seed}/{bb}"
-
             plan += _finetune_entries(cfg, seed, bb, "scratch", None, None)
-            for method in pt["methods"] if pt is not None else ():
-                settings = _pretrain_settings(cfg, method, bb)
-                pid = f"{base}/pt-{method}"
-                plan.append(
-                    {
-                        "kind": "pretrain",
-                        "run": pid,
-                        "seed": seed,
-                        "backbone": bb,
-                        "method": method,
-                        "settings": settings,
-                        "config_hash": _hash([settings, seed]),
-                    }
-                )
-                if cfg["proxy_eval"]:
-                    plan.append(
-                        {
-                            "kind": "proxy",
-                            "run": f"{pid}/proxy-{cfg['eval_split']}",
-                            "seed": seed,
-                            "backbone": bb,
-                            "method": method,
-                            "head": "proxy",
-                            "label_fraction": None,
-                            "init": pid,
-                            "settings": {"eval_split": cfg["eval_split"]},
-                            "config_hash": _hash([settings, seed, cfg["eval_split"]]),
-                        }
-                    )
-                plan += _finetune_entries(cfg, seed, bb, method, pid, settings)
+            for method in task_methods:
+                if shared is None:
+                    entries, pid, init_key = pretrain_entries(seed, bb, method)
+                    plan += entries
+                else:
+                    pid, init_key = shared_runs[bb, method]
+                plan += _finetune_entries(cfg, seed, bb, method, pid, init_key)
+    if keep is not None:
+        plan = [e for e in plan if e["method"] in keep]
     return plan
 
 
@@ -500,6 +539,8 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
             parts.append(f"max {s['max_steps']} steps")
         text = " / ".join(parts)
         want = planned.get(section)
+        if section == "pretrain":
+            want = planned.get("pretrain_by_method", {}).get(s.get("task"), want)
         if section == "finetune" and cfg.get("recipe_epochs") is not None:
             want = cfg["recipe_epochs"]
         if want is not None and (s.get("epochs") != want or s.get("max_steps") is not None):
@@ -507,18 +548,22 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
             text += f"{want} epochs)"
         return text
 
-    if entry["kind"] == "proxy":
-        return f"pre-train {budget(pt_settings, 'pretrain')}"
-    text = f"fine-tune {budget(entry['settings'], 'finetune')}"
+    pt_text = None
     if pt_settings is not None:
-        text += f", pre-train {budget(pt_settings, 'pretrain')}"
-    return text
+        pt_text = f"pre-train {budget(pt_settings, 'pretrain')}"
+        if (cfg["pretrain"] or {}).get("seed") is not None:
+            pt_text += f", one pre-training (seed {cfg['pretrain']['seed']}) for all seeds"
+    if entry["kind"] == "proxy":
+        return pt_text
+    text = f"fine-tune {budget(entry['settings'], 'finetune')}"
+    return text if pt_text is None else f"{text}, {pt_text}"
 
 
 def run_experiment(
     cfg: ExperimentConfig,
     *,
     seeds=None,
+    methods=None,
     device: str = "auto",
     results_dir="results",
     runs_dir="runs",
@@ -538,6 +583,9 @@ def run_experiment(
         From :func:`load_config`.
     seeds : list of int, optional
         Override ``cfg["seeds"]``.
+    methods : list of str, optional
+        Run only these methods' runs (e.g. ``["scratch"]``), so that two processes can share a
+        grid.
     device : {"auto", "cpu", "cuda"}
     results_dir, runs_dir : path-like
         Records go to ``results_dir/<name>.jsonl``, run folders to ``runs_dir/<name>/<run>``.
@@ -559,15 +607,25 @@ def run_experiment(
     """
     cfg = ExperimentConfig(json.loads(json.dumps(cfg)))
     planned = {s: (cfg[s] or {}).get("epochs") for s in ("pretrain", "finetune")}
+    planned["pretrain_by_method"] = dict((cfg["pretrain"] or {}).get("epochs_by_method", {}))
     for section, value in (("finetune", epochs), ("pretrain", pretrain_epochs)):
         if value is not None and cfg[section] is not None:
             cfg[section]["epochs"] = int(value)  # milestones are fractions: they follow
+            if section == "pretrain":
+                cfg[section]["epochs_by_method"] = {}
     if max_steps is not None:
         for section in ("pretrain", "finetune"):
             if cfg[section] is not None:
                 cfg[section]["max_steps"] = int(max_steps)
     cfg = validate_config(dict(cfg))
-    plan = plan_grid(cfg, seeds)
+    if methods is not None:
+        allowed = {"scratch"} | set((cfg["pretrain"] or {}).get("methods", ()))
+        for m in methods:
+            if m not in allowed:
+                raise ValueError(
+                    f"methods: {m!r} is not a method of {cfg['name']}: {sorted(allowed)}"
+                )
+    plan = plan_grid(cfg, seeds, methods)
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
     done = _existing(records_path)
@@ -836,10 +894,8 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             for m in pt["methods"]:
                 for bb in cfg["backbones"]:
                     planned.append((m, bb, "proxy"))
-    protocols = sorted({r.get("protocol", "unknown protocol") for r in records}) or [None]
     out = []
-    for proto in protocols:
-        recs = [r for r in records if r.get("protocol", "unknown protocol") == proto]
+    for proto, recs in _protocol_groups(records):
         rows = summarise(recs)
         fr = list(fractions)
         for r in rows:
@@ -888,6 +944,43 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
 
 
 _PROXY_METRICS = ("order_acc", "rot_acc", "hor_acc", "ver_acc", "cpc_acc", "loss_order")
+
+
+def _protocol_parts(record: dict) -> tuple[str | None, str | None]:
+    """(fine-tuning budget, pre-training budget) of a record's ``protocol``; None where absent."""
+    proto = record.get("protocol") or "unknown protocol"
+    if record.get("head") == "proxy":
+        return None, proto
+    ft, sep, pt = proto.partition(", pre-train ")
+    return ft, ("pre-train " + pt) if sep else None
+
+
+def _protocol_groups(records: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """Records grouped so that a table compares like with like.
+
+    A pre-trained fine-tuning group is one (fine-tuning, pre-training) budget; the scratch runs of
+    the same fine-tuning budget and the proxy records of the same pre-training budget join it, so
+    scratch stands beside every pre-trained group it can be compared with.
+    """
+    parts = [_protocol_parts(r) for r in records]
+    pairs = sorted({p for p in parts if p[0] is not None and p[1] is not None})
+    ft_done = {ft for ft, _ in pairs}
+    pt_done = {pt for _, pt in pairs}
+    keys = list(pairs)
+    keys += sorted({(ft, None) for ft, pt in parts if pt is None and ft not in ft_done})
+    keys += sorted({(None, pt) for ft, pt in parts if ft is None and pt not in pt_done})
+    groups = []
+    for ft, pt in keys:
+        members = [
+            r
+            for r, (rf, rp) in zip(records, parts)
+            if (rf, rp) == (ft, pt)
+            or (ft is not None and pt is not None and rf == ft and rp is None)
+            or (ft is not None and pt is not None and rf is None and rp == pt)
+        ]
+        title = "; ".join(x for x in (ft, pt) if x is not None)
+        groups.append((title, members))
+    return groups or [(None, [])]
 
 
 def _load_configs(config_dir) -> dict[str, dict]:
@@ -1019,11 +1112,22 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _methods(text: str) -> list[str]:
+    import argparse
+
+    methods = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if not methods or bad:
+        raise argparse.ArgumentTypeError(f"expected methods from {METHODS}, got {text!r}")
+    return methods
+
+
 def _cmd_run(args) -> int:
     cfg = load_config(args.config)
     plan = run_experiment(
         cfg,
         seeds=args.seeds,
+        methods=args.methods,
         device=args.device,
         results_dir=args.results_dir,
         runs_dir=args.runs_dir,
@@ -1077,6 +1181,12 @@ def register(subparsers) -> None:
     r = sub.add_parser("run", help="run (or --dry-run list) the grid of a config")
     r.add_argument("config", metavar="CONFIG", help="experiments/<name>.json")
     r.add_argument("--seeds", type=_seeds, default=None, help="override the seeds, e.g. 0,1,2")
+    r.add_argument(
+        "--methods",
+        type=_methods,
+        default=None,
+        help="run only these methods, e.g. scratch or rubik,ordering",
+    )
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     r.add_argument("--results-dir", default="results", help="records go to DIR/<name>.jsonl")

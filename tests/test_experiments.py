@@ -138,6 +138,105 @@ def test_grid_order_and_ids():
     assert h["s0/vgg3d/ft-rubik-classify-lf1"] != h2["s0/vgg3d/ft-rubik-classify-lf1"]
 
 
+def test_shared_pretraining_seed():
+    per_seed = plan_grid(validate_config(_cfg(seeds=[0, 1])))
+    cfg = validate_config(_cfg(seeds=[0, 1], pretrain__seed=0))
+    plan = plan_grid(cfg)
+    kinds = [(e["kind"], e["run"]) for e in plan]
+    # One pre-training (and proxy record), first; both seeds fine-tune from it.
+    assert kinds[:2] == [
+        ("pretrain", "s0/vgg3d/pt-rubik"),
+        ("proxy", "s0/vgg3d/pt-rubik/proxy-test"),
+    ]
+    assert sum(k == "pretrain" for k, _ in kinds) == 1
+    ft = {e["run"]: e for e in plan if e["kind"] == "finetune" and e["method"] == "rubik"}
+    assert {e["init"] for e in ft.values()} == {"s0/vgg3d/pt-rubik"}
+    assert set(ft) == {"s0/vgg3d/ft-rubik-classify-lf1", "s1/vgg3d/ft-rubik-classify-lf1"}
+    # Scratch runs keep their hashes; fine-tunings from a shared run get other ones.
+    h_per = {e["run"]: e["config_hash"] for e in per_seed}
+    h = {e["run"]: e["config_hash"] for e in plan}
+    assert h["s1/vgg3d/ft-scratch-classify-lf1"] == h_per["s1/vgg3d/ft-scratch-classify-lf1"]
+    assert h["s1/vgg3d/ft-rubik-classify-lf1"] != h_per["s1/vgg3d/ft-rubik-classify-lf1"]
+    # --seeds without the shared seed still plans the shared pre-training.
+    only1 = plan_grid(cfg, seeds=[1])
+    assert only1[0]["run"] == "s0/vgg3d/pt-rubik"
+    with pytest.raises(ValueError, match="pretrain.seed: "):
+        validate_config(_cfg(pretrain__seed=-1))
+
+
+def test_shared_pretraining_run(tmp_path):
+    cfg = validate_config(_cfg(seeds=[0, 1], pretrain__seed=1))
+    kw = dict(
+        device="cpu",
+        results_dir=tmp_path / "results",
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=lambda *a: None,
+    )
+    run_experiment(cfg, methods=["rubik"], **kw)
+    records = load_records(tmp_path / "results" / "tiny.jsonl")
+    assert sorted((r["head"], r["seed"]) for r in records) == [
+        ("classify", 0),
+        ("classify", 1),
+        ("proxy", 1),
+    ]
+    assert sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == ["s0", "s1"]
+    assert not (tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik").exists()
+    for r in records:
+        if r["head"] == "classify":
+            assert "one pre-training (seed 1) for all seeds" in r["protocol"]
+            assert r["pretrain_epochs"] is not None
+
+
+def test_tables_put_scratch_beside_each_pretraining_budget():
+    def rec(method, head, protocol, auc):
+        lf = None if head == "proxy" else 0.1
+        metrics = {"order_acc": auc} if head == "proxy" else {"auc": auc}
+        return dict(method=method, backbone="vgg3d", head=head, label_fraction=lf, seed=0,
+                    metrics=metrics, protocol=protocol, device="cpu", epochs=1,
+                    pretrain_epochs=None, experiment="tiny")  # fmt: skip
+
+    records = [
+        rec("scratch", "classify", "fine-tune 100 epochs", 0.70),
+        rec("rubik", "classify", "fine-tune 100 epochs, pre-train 10 epochs", 0.71),
+        rec("rubik", "proxy", "pre-train 10 epochs", 0.50),
+        rec("tcpc", "classify", "fine-tune 100 epochs, pre-train 5 epochs", 0.72),
+        rec("scratch", "classify", "fine-tune 1 epochs (reduced: the recipe has 100 epochs)", 0.6),
+    ]
+    text = render_tables(records)
+    blocks = text.split("**tiny** — ")[1:]
+    titles = [b.splitlines()[0] for b in blocks]
+    assert titles == [
+        "fine-tune 100 epochs; pre-train 10 epochs",
+        "fine-tune 100 epochs; pre-train 5 epochs",
+        "fine-tune 1 epochs (reduced: the recipe has 100 epochs)",
+    ]
+    assert "| scratch | vgg3d | classify | 0.700" in blocks[0]
+    assert "| rubik | vgg3d | proxy |" in blocks[0] and "0.500" in blocks[0]
+    assert "| scratch | vgg3d | classify | 0.700" in blocks[1] and "tcpc" in blocks[1]
+    assert "rubik" not in blocks[1] and "rubik" not in blocks[2]
+
+
+def test_methods_filter(tmp_path, capsys):
+    cfg = validate_config(_cfg(seeds=[0, 1]))
+    assert {e["method"] for e in plan_grid(cfg, methods=["scratch"])} == {"scratch"}
+    assert {e["kind"] for e in plan_grid(cfg, methods=["rubik"])} == {
+        "pretrain",
+        "proxy",
+        "finetune",
+    }
+    with pytest.raises(ValueError, match="methods: 'tcpc' is not a method of tiny"):
+        run_experiment(cfg, methods=["tcpc"], dry_run=True, results_dir=tmp_path, log=print)
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    args = ["experiment", "run", str(path), "--dry-run", "--results-dir", str(tmp_path)]
+    assert cli_main(args + ["--methods", "scratch"]) == 0
+    assert "tiny: 1 runs; done 0, skipped 0, planned 1" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(args + ["--methods", "rubix"])
+    assert "expected methods from" in capsys.readouterr().err
+
+
 def test_dry_run_lists_the_grid(tmp_path, capsys):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))
