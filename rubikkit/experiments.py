@@ -47,6 +47,7 @@ from rubikkit.results import METHODS, MISSING, PUBLISHED, append_record, summari
 
 __all__ = [
     "ExperimentConfig",
+    "against_scratch",
     "describe_device",
     "load_config",
     "plan_grid",
@@ -482,7 +483,9 @@ def describe_device(device: str = "auto") -> str:
     except OSError:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"cpu: {cpu}, {cores} cores, {torch.get_num_threads()} torch threads; {torch_part}"
+    threads = torch.get_num_threads()
+    plural = "s" if threads != 1 else ""
+    return f"cpu: {cpu}, {cores} cores, {threads} torch thread{plural}; {torch_part}"
 
 
 def _default_data_root() -> str | None:
@@ -937,10 +940,66 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
                 v = p["metrics"].get(m)
                 same_lf = p["label_fraction"] == lf
                 cells.append(f"{v:.3f}" if v is not None and same_lf else MISSING)
+            if all(c == MISSING for c in cells):
+                continue  # published at other label fractions or metrics only
             label = f"{p['method']} — published, not run here ({p['source']}; {p['dataset']})"
             out.append("| " + " | ".join([label, p["backbone"], p["head"], *cells]) + " |")
         out.append("")
+        lines = against_scratch(recs, [m for m in metrics if m not in _PROXY_METRICS])
+        if lines:
+            out.append("Against scratch (a claim needs a margin larger than the seed sd of both):")
+            out.append("")
+            out += [f"- {line}" for line in lines]
+            out.append("")
     return "\n".join(out)
+
+
+def against_scratch(records: list[dict], metrics) -> list[str]:
+    """One verdict per pre-trained setting and metric, against scratch at the same label fraction.
+
+    ``records`` are of one protocol group. A method *beats* (or *trails*) scratch when the
+    difference of the means is larger than the larger of the two sample sds; otherwise it is
+    *within seed noise*. With fewer than 2 runs on either side there is no sd and no verdict.
+    Seeds run by both sides are compared pairwise as well (same seed, same labelled subset).
+    """
+    from rubikkit.results import _mean_sd
+
+    by_key: dict[tuple, dict[int, dict]] = {}
+    for r in records:
+        if r.get("head") == "proxy":
+            continue
+        key = (r["method"], r["backbone"], r["head"], r["label_fraction"])
+        by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
+    lines = []
+    for (method, bb, head, lf), runs in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+        base = by_key.get(("scratch", bb, head, lf))
+        if method == "scratch" or base is None:
+            continue
+        for m in metrics:
+            a = [v[m] for v in runs.values() if m in v]
+            b = [v[m] for v in base.values() if m in v]
+            if not a or not b:
+                continue
+            where = f"{method} ({bb}, {head}, {_lf_label(lf)} of the labels), {m}"
+            if len(a) < 2 or len(b) < 2:
+                lines.append(f"{where}: n={len(a)} vs n={len(b)}, no verdict (needs 2 runs each)")
+                continue
+            (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
+            diff, spread = ma - mb, max(sa, sb)
+            if diff > spread:
+                verdict = "beats scratch"
+            elif diff < -spread:
+                verdict = "trails scratch"
+            else:
+                verdict = "within seed noise"
+            paired = sorted(set(runs) & set(base))
+            wins = sum(runs[s][m] > base[s][m] for s in paired if m in runs[s] and m in base[s])
+            lines.append(
+                f"{where}: {diff:+.3f} ({ma:.3f} vs {mb:.3f}; sd {sa:.3f} vs {sb:.3f}, "
+                f"n={len(a)} vs {len(b)}): **{verdict}**; higher on {wins} of {len(paired)} "
+                "paired seeds"
+            )
+    return lines
 
 
 _PROXY_METRICS = ("order_acc", "rot_acc", "hor_acc", "ver_acc", "cpc_acc", "loss_order")

@@ -11,6 +11,7 @@ from rubikkit.cli import main as cli_main
 from rubikkit.experiments import (
     PAGE_BEGIN,
     PAGE_END,
+    against_scratch,
     load_config,
     plan_grid,
     render_page,
@@ -217,6 +218,32 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
     assert "rubik" not in blocks[1] and "rubik" not in blocks[2]
 
 
+def test_against_scratch_verdicts():
+    def rec(method, seed, auc):
+        return dict(method=method, backbone="vgg3d", head="classify", label_fraction=0.1,
+                    seed=seed, metrics={"auc": auc, "acc": 0.5})  # fmt: skip
+
+    scratch = [rec("scratch", s, v) for s, v in enumerate([0.70, 0.72, 0.71])]
+    better = [rec("rubik", s, v) for s, v in enumerate([0.80, 0.81, 0.79])]
+    noisy = [rec("ordering", s, v) for s, v in enumerate([0.60, 0.80, 0.74])]
+    worse = [rec("tcpc", s, v) for s, v in enumerate([0.60, 0.61, 0.62])]
+    single = [rec("cpc3d", 0, 0.9)]
+    lines = against_scratch(scratch + better + noisy + worse + single, ["auc"])
+    text = {line.split(" (")[0]: line for line in lines}
+    assert "**beats scratch**" in text["rubik"] and "higher on 3 of 3 paired seeds" in text["rubik"]
+    assert "+0.090" in text["rubik"]
+    assert "**within seed noise**" in text["ordering"]
+    assert "**trails scratch**" in text["tcpc"]
+    assert "no verdict" in text["cpc3d"]
+    # No scratch runs: nothing to compare with.
+    assert against_scratch(better, ["auc"]) == []
+    # The verdicts appear under the tables.
+    table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
+                                epochs=1, dataset="d", experiment="tiny")
+                           for r in scratch + better])  # fmt: skip
+    assert "Against scratch" in table and "**beats scratch**" in table
+
+
 def test_methods_filter(tmp_path, capsys):
     cfg = validate_config(_cfg(seeds=[0, 1]))
     assert {e["method"] for e in plan_grid(cfg, methods=["scratch"])} == {"scratch"}
@@ -312,6 +339,9 @@ def test_table_marks_published_rows_and_page_block(tmp_path):
     table = render_tables([], cfg)
     assert "published, not run here (MedMNIST v2" in table
     assert "0.827" in table and "0.721" in table
+    # Published at 100 % of the labels only: no all-missing published row at 10 %.
+    at_10 = validate_config(dict(cfg, finetune=dict(cfg["finetune"], label_fractions=[0.1])))
+    assert "published, not run here" not in render_tables([], at_10)
     page = tmp_path / "README.md"
     page.write_text("# Results\n\nintro\n")
     write_page(page, "first")
