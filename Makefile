@@ -22,7 +22,7 @@ PYTEST_WORKERS ?= 2
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 ASSIGNMENTS := $(sort $(wildcard notebooks/assignments/*.ipynb))
 
-.PHONY: help setup build test test-unit test-notebooks book lint format bench clean distclean
+.PHONY: help setup build test test-unit test-notebooks book lint format bench device-data clean distclean
 
 help:
 	@echo "make book   - set up, build, execute the notebooks and build the Jupyter Book"
@@ -92,6 +92,15 @@ format: setup
 
 bench: build
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Copy the real data beside the working tree for a lent GPU machine (experiments/device_run.sh):
+# ../shared does not travel with a device call, .device_data does (gitignored, never committed).
+DEVICE_DATASETS ?= medmnist3d lidc_nodule_vois brats2015_deepmedic
+device-data:
+	@test -d "$(SHARED_DATA)" || { echo "device-data: $(SHARED_DATA) not found (set SHARED_DATA)"; exit 2; }
+	mkdir -p .device_data
+	for d in $(DEVICE_DATASETS); do rm -rf .device_data/$$d; cp -r "$(SHARED_DATA)/$$d" .device_data/; done
+	du -sh .device_data
 
 clean:
 	rm -rf build rubikkit/*.so book/_build .pytest_cache .hypothesis

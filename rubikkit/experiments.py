@@ -575,6 +575,7 @@ def run_experiment(
     epochs: int | None = None,
     pretrain_epochs: int | None = None,
     max_steps: int | None = None,
+    time_budget: float | None = None,
     progress: bool = True,
     log=print,
 ) -> list[dict]:
@@ -601,6 +602,10 @@ def run_experiment(
         Override the fine-tuning epochs, the pre-training epochs, or both sections' step limit
         (quick checks). The records keep the real values and their ``protocol`` says when they
         differ from the recipe.
+    time_budget : float, optional
+        Seconds after which no further run is started (a run already going finishes): for a
+        machine lent for a fixed time. The runs not started keep ``status`` ``"planned"``; the
+        next call resumes with them.
 
     Returns
     -------
@@ -608,6 +613,8 @@ def run_experiment(
         The plan entries, each with ``status`` (``"done"``, ``"skipped"``, ``"planned"``) and,
         for scored runs that ran, ``record``.
     """
+    if time_budget is not None and not time_budget > 0:
+        raise ValueError(f"time_budget: expected a positive number of seconds, got {time_budget!r}")
     cfg = ExperimentConfig(json.loads(json.dumps(cfg)))
     planned = {s: (cfg[s] or {}).get("epochs") for s in ("pretrain", "finetune")}
     planned["pretrain_by_method"] = dict((cfg["pretrain"] or {}).get("epochs_by_method", {}))
@@ -646,6 +653,9 @@ def run_experiment(
 
     commit = git_commit()
     pretrained: dict[str, dict] = {}
+    started = time.perf_counter()
+    for e in plan:
+        e["status"] = "planned"
     with _data_root(root):
         for e in plan:
             scored = e["kind"] != "pretrain"
@@ -663,6 +673,10 @@ def run_experiment(
                 if not dependants:
                     e["status"] = "skipped"
                     continue
+            if time_budget is not None and time.perf_counter() - started > time_budget:
+                left = sum(d["status"] == "planned" for d in plan)
+                log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
+                break
             log(f"run      {e['kind']:8s} {e['run']}")
             out = run_root / e["run"]
             t0 = time.perf_counter()
@@ -1195,6 +1209,7 @@ def _cmd_run(args) -> int:
         epochs=args.epochs,
         pretrain_epochs=args.pretrain_epochs,
         max_steps=args.max_steps,
+        time_budget=args.time_budget,
         progress=not args.no_progress,
     )
     n = {s: sum(e.get("status") == s for e in plan) for s in ("done", "skipped", "planned")}
@@ -1258,6 +1273,13 @@ def register(subparsers) -> None:
     r.add_argument("--epochs", type=int, default=None, help="override the fine-tuning epochs")
     r.add_argument("--pretrain-epochs", type=int, default=None, help="override pre-train epochs")
     r.add_argument("--max-steps", type=int, default=None, help="cap every run (quick checks)")
+    r.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no run after SECONDS (a lent machine); the next call resumes the grid",
+    )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_reported(_cmd_run))
     t = sub.add_parser("table", help="render results/*.jsonl as markdown tables")

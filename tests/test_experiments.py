@@ -295,6 +295,12 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
         progress=False,
         log=lambda *a: None,
     )
+    # A spent time budget starts nothing; the runs stay planned for the next call.
+    spent = run_experiment(cfg, time_budget=1e-9, **kw)
+    assert [e["status"] for e in spent] == ["planned"] * 4
+    assert not (tmp_path / "results" / "tiny.jsonl").exists()
+    with pytest.raises(ValueError, match="time_budget: expected a positive"):
+        run_experiment(cfg, time_budget=0, **kw)
     plan = run_experiment(cfg, **kw)
     assert [e["status"] for e in plan] == ["done"] * 4
     path = tmp_path / "results" / "tiny.jsonl"

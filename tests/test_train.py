@@ -12,6 +12,7 @@ import torch
 
 from rubikkit.train import (
     accuracy,
+    balanced_accuracy,
     classification_metrics,
     confusion_matrix,
     dice,
@@ -63,6 +64,31 @@ def test_roc_auc_one_vs_rest_known_value():
     m = classification_metrics(torch.tensor(y), torch.tensor(p, dtype=torch.float32))
     assert m["acc"] == pytest.approx(3 / 6)  # argmax right for rows 0, 2 and 4
     assert m["auc"] == pytest.approx(0.8125, abs=1e-6)
+    # Predicted classes 0, 1, 1, 2, 2, 0: recalls 1/2, 1/2, 1/2; every class predicted twice.
+    assert m["bal_acc"] == pytest.approx(0.5)
+    assert m["top_share"] == pytest.approx(2 / 6)
+
+
+def test_collapsed_head_is_visible_in_bal_acc_and_top_share():
+    # 8 of 10 items are class 0 and the head predicts class 0 for all: accuracy looks fine.
+    y = np.array([0] * 8 + [1] * 2)
+    probs = np.tile([0.7, 0.3], (10, 1))
+    probs[8:, 1] = 0.4  # the positives still score higher: AUC 1, yet no positive is predicted
+    probs[8:, 0] = 0.6
+    m = classification_metrics(y, probs)
+    assert m["acc"] == pytest.approx(0.8)
+    assert m["auc"] == pytest.approx(1.0)
+    assert m["bal_acc"] == pytest.approx(0.5)
+    assert m["top_share"] == pytest.approx(1.0)
+
+
+def test_balanced_accuracy_skips_absent_classes_and_checks_shapes():
+    assert balanced_accuracy([1, 1, 2], [1, 0, 2]) == pytest.approx((1 / 2 + 1) / 2)
+    assert math.isnan(balanced_accuracy([], np.zeros((0, 2))))
+    with pytest.raises(ValueError, match="y_true: 2 labels for 3 predictions"):
+        balanced_accuracy([0, 1], [0, 1, 1])
+    with pytest.raises(ValueError, match="y_pred"):
+        balanced_accuracy([0, 1], np.zeros((2, 2, 2)))
 
 
 def test_roc_auc_undefined_is_nan():

@@ -17,6 +17,7 @@ from rubikkit.train.evaluate import evaluate, load_model
 from rubikkit.train.finetune import finetune, label_subset, load_init
 from rubikkit.train.metrics import (
     accuracy,
+    balanced_accuracy,
     classification_metrics,
     confusion_matrix,
     dice,
@@ -30,6 +31,7 @@ from rubikkit.train.runs import to_record
 
 __all__ = [
     "accuracy",
+    "balanced_accuracy",
     "classification_metrics",
     "confusion_matrix",
     "dice",

@@ -1,4 +1,5 @@
-"""Target-task metrics: accuracy and ROC AUC for classification, IoU, mIoU and Dice for segmentation.
+"""Target-task metrics: accuracy, balanced accuracy and ROC AUC for classification; IoU, mIoU and
+Dice for segmentation.
 
 Classification metrics take the true class of every item and the predicted class probabilities;
 segmentation metrics are computed from a confusion matrix accumulated over a whole split (voxels of
@@ -17,6 +18,7 @@ import torch
 
 __all__ = [
     "accuracy",
+    "balanced_accuracy",
     "classification_metrics",
     "confusion_matrix",
     "dice",
@@ -49,6 +51,15 @@ def _labels(y_true, n: int | None = None) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def _predicted(y_pred) -> np.ndarray:
+    p = _numpy(y_pred, "y_pred")
+    if p.ndim == 2:
+        p = p.argmax(axis=1)
+    elif p.ndim != 1:
+        raise ValueError(f"y_pred: expected (N,) classes or (N, K) scores, got shape {p.shape}")
+    return p.astype(np.int64)
+
+
 def accuracy(y_true, y_pred) -> float:
     """Fraction of items whose predicted class is the true class.
 
@@ -64,15 +75,11 @@ def accuracy(y_true, y_pred) -> float:
     float
         In [0, 1]; NaN for N = 0.
     """
-    p = _numpy(y_pred, "y_pred")
-    if p.ndim == 2:
-        p = p.argmax(axis=1)
-    elif p.ndim != 1:
-        raise ValueError(f"y_pred: expected (N,) classes or (N, K) scores, got shape {p.shape}")
+    p = _predicted(y_pred)
     y = _labels(y_true, p.shape[0])
     if y.size == 0:
         return float("nan")
-    return float(np.mean(p.astype(np.int64) == y))
+    return float(np.mean(p == y))
 
 
 def roc_auc(y_true, scores, n_classes: int | None = None) -> float:
@@ -123,8 +130,31 @@ def roc_auc(y_true, scores, n_classes: int | None = None) -> float:
     return float(roc_auc_score(y, s, multi_class="ovr", average="macro", labels=np.arange(k)))
 
 
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean over the true classes of the fraction of that class predicted correctly (recall).
+
+    Unlike :func:`accuracy` it does not reward predicting the majority class: a head that predicts
+    one class for every item scores 1/K, whatever the class balance.
+
+    Parameters
+    ----------
+    y_true : (N,) int array or tensor
+    y_pred : (N,) int array, or (N, K) scores (argmax is taken)
+
+    Returns
+    -------
+    float
+        Classes absent from ``y_true`` are left out of the mean; NaN for N = 0.
+    """
+    p = _predicted(y_pred)
+    y = _labels(y_true, p.shape[0])
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
+
+
 def classification_metrics(y_true, probs) -> dict[str, float]:
-    """Accuracy and ROC AUC of class probabilities.
+    """Accuracy, balanced accuracy, ROC AUC and the share of the most-predicted class.
 
     Parameters
     ----------
@@ -135,12 +165,24 @@ def classification_metrics(y_true, probs) -> dict[str, float]:
     Returns
     -------
     dict
-        ``{"acc": ..., "auc": ...}`` (``auc`` NaN when undefined, see :func:`roc_auc`).
+        ``acc``, ``bal_acc`` (:func:`balanced_accuracy`), ``auc`` (NaN when undefined, see
+        :func:`roc_auc`) and ``top_share``, the fraction of items predicted as the class predicted
+        most often: 1.0 means the head predicts one class for everything (collapse), whatever
+        the AUC of its scores.
     """
     p = _numpy(probs, "probs")
     if p.ndim != 2:
         raise ValueError(f"probs: expected (N, K) class probabilities, got shape {p.shape}")
-    return {"acc": accuracy(y_true, p), "auc": roc_auc(y_true, p)}
+    pred = _predicted(p)
+    top = (
+        float(np.bincount(pred, minlength=p.shape[1]).max() / pred.size) if pred.size else math.nan
+    )
+    return {
+        "acc": accuracy(y_true, p),
+        "bal_acc": balanced_accuracy(y_true, pred),
+        "auc": roc_auc(y_true, p),
+        "top_share": top,
+    }
 
 
 def confusion_matrix(pred, target, n_classes: int) -> torch.Tensor:
