@@ -49,6 +49,7 @@ __all__ = [
     "ExperimentConfig",
     "against_scratch",
     "describe_device",
+    "diagnose",
     "load_config",
     "plan_grid",
     "register",
@@ -965,6 +966,12 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             out.append("")
             out += [f"- {line}" for line in lines]
             out.append("")
+        flags = diagnose(recs)
+        if flags:
+            out.append("Diagnostics:")
+            out.append("")
+            out += [f"- {line}" for line in flags]
+            out.append("")
     return "\n".join(out)
 
 
@@ -1017,6 +1024,54 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
 
 
 _PROXY_METRICS = ("order_acc", "rot_acc", "hor_acc", "ver_acc", "cpc_acc", "loss_order")
+#: A proxy accuracy at or above this is "nearly solved"; a top_share at or above it, a collapse.
+SATURATED = 0.95
+
+
+def diagnose(records: list[dict]) -> list[str]:
+    """Observations that help explain a verdict against scratch, from the records alone.
+
+    * A proxy task whose test accuracy (``order_acc``, ``rot_acc``, ``cpc_acc``) is at least
+      :data:`SATURATED` is *nearly solved*: once the network gets it right, its loss no longer
+      pushes the features, and a task that can be solved from a shortcut (edges running across
+      the gap, the position of a shape in the volume) need not teach anatomy.
+    * A fine-tuned classifier whose ``top_share`` (the share of test volumes given the class it
+      predicts most) is at least :data:`SATURATED` has *collapsed* onto one class at the selected
+      epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
+      ``top_share`` existed are counted apart.
+    """
+    from rubikkit.results import _mean_sd
+
+    lines = []
+    proxies: dict[tuple, list[dict]] = {}
+    heads: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r.get("head") == "proxy":
+            proxies.setdefault((r["method"], r["backbone"]), []).append(r["metrics"])
+        elif r.get("head") == "classify":
+            key = (r["method"], r["backbone"], r["label_fraction"])
+            heads.setdefault(key, []).append(r["metrics"])
+    for (method, bb), runs in sorted(proxies.items()):
+        for m in ("order_acc", "rot_acc", "cpc_acc"):
+            vals = [v[m] for v in runs if m in v]
+            if vals and min(vals) >= SATURATED:
+                mean = _mean_sd(vals)[0]
+                lines.append(
+                    f"{method} ({bb}) proxy {m} {mean:.3f} (n={len(vals)}): nearly solved, "
+                    "little left for its loss to teach"
+                )
+    for (method, bb, lf), runs in sorted(heads.items(), key=lambda kv: str(kv[0])):
+        shares = [v["top_share"] for v in runs if "top_share" in v]
+        collapsed = sum(s >= SATURATED for s in shares)
+        if collapsed:
+            older = len(runs) - len(shares)
+            lines.append(
+                f"{method} ({bb}, {_lf_label(lf)} of the labels): {collapsed} of {len(shares)} "
+                f"runs predict one class for at least {SATURATED:.0%} of the test volumes "
+                "(collapse: ACC is that class's share, AUC still ranks)"
+                + (f"; {older} older runs have no top_share" if older else "")
+            )
+    return lines
 
 
 def _protocol_parts(record: dict) -> tuple[str | None, str | None]:

@@ -12,6 +12,7 @@ from rubikkit.experiments import (
     PAGE_BEGIN,
     PAGE_END,
     against_scratch,
+    diagnose,
     load_config,
     plan_grid,
     render_page,
@@ -242,6 +243,34 @@ def test_against_scratch_verdicts():
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in scratch + better])  # fmt: skip
     assert "Against scratch" in table and "**beats scratch**" in table
+
+
+def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
+    def rec(method, head, seed, **metrics):
+        lf = None if head == "proxy" else 0.1
+        return dict(method=method, backbone="resnet18", head=head, label_fraction=lf, seed=seed,
+                    metrics=metrics)  # fmt: skip
+
+    records = [
+        rec("ordering", "proxy", 0, order_acc=0.97),
+        rec("ordering", "proxy", 1, order_acc=0.99),
+        rec("rubik", "proxy", 0, order_acc=0.99, rot_acc=0.60),
+        rec("rubik", "proxy", 1, order_acc=0.90, rot_acc=0.62),  # one seed below: no flag
+        rec("scratch", "classify", 0, acc=0.77, auc=0.70, top_share=1.0),
+        rec("scratch", "classify", 1, acc=0.70, auc=0.80, top_share=0.80),
+        rec("scratch", "classify", 2, acc=0.77, auc=0.75),  # before top_share existed
+        rec("rubik", "classify", 0, acc=0.72, auc=0.81, top_share=0.70),
+    ]
+    lines = diagnose(records)
+    assert len(lines) == 2
+    assert lines[0].startswith("ordering (resnet18) proxy order_acc 0.980 (n=2): nearly solved")
+    assert lines[1].startswith("scratch (resnet18, 0.1 of the labels): 1 of 2 runs predict one")
+    assert lines[1].endswith("; 1 older runs have no top_share")
+    assert diagnose(records[3:4] + records[-1:]) == []
+    table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
+                                epochs=1, dataset="d", experiment="tiny")
+                           for r in records])  # fmt: skip
+    assert "Diagnostics:" in table and "nearly solved" in table
 
 
 def test_methods_filter(tmp_path, capsys):
