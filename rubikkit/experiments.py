@@ -26,10 +26,21 @@ paths under the data root), ``data_options`` (dict), ``dataset_name`` (str, the 
 :data:`rubikkit.results.PUBLISHED`), ``recipe`` (str), ``recipe_epochs`` (int, the published
 protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``pretrain`` (section or null:
 ``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
-``task_options`` {method: dict}, ``val_split``, ``epochs_by_method`` {method: int} for tasks that need another budget, ``seed``: null for one pre-training per seed, or
-an int for one pre-training with that seed shared by every fine-tuning seed), ``finetune`` (section or null: ``methods``,
+``task_options`` {method: dict}, ``val_split``, ``epochs_by_method`` {method: int} for tasks that
+need another budget, ``seed``: null for one pre-training per seed, or an int for one pre-training
+with that seed shared by every fine-tuning seed, ``variants`` {method: list of variants}, see
+below), ``finetune`` (section or null: ``methods``,
 ``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
 ``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``), ``workers`` (int).
+
+Variants (levers)
+-----------------
+``pretrain.variants`` tries the levers of a method beside its configured pre-training: each
+variant is an object with any of ``task_options`` (merged over the method's, e.g.
+``{"n_perms": 10}``, ``{"gap": 0.25}``, ``{"jitter": false}``, ``{"cube_size": 10}``), ``epochs``,
+``lr`` and ``batch_size``, and an optional ``name`` (default: its settings, ``n_perms=10``). A
+variant is pre-trained and fine-tuned like its method; its records carry ``variant`` (the name;
+null for the configured pre-training) and its rows read ``rubik [n_perms=10]``.
 """
 
 from __future__ import annotations
@@ -43,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-from rubikkit.results import METHODS, MISSING, PUBLISHED, append_record, summarise
+from rubikkit.results import METHODS, MISSING, PUBLISHED, append_record, method_label, summarise
 
 __all__ = [
     "ExperimentConfig",
@@ -96,6 +107,14 @@ _PRETRAIN_FIELDS = {
     "val_split": (str, type(None)),
     "seed": (int, type(None)),
     "epochs_by_method": dict,
+    "variants": dict,
+}
+_VARIANT_FIELDS = {
+    "name": str,
+    "task_options": dict,
+    "epochs": int,
+    "lr": (int, float),
+    "batch_size": int,
 }
 _FINETUNE_FIELDS = {
     "methods": list,
@@ -236,6 +255,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         for m in pt["task_options"]:
             if m not in pt["methods"]:
                 raise ValueError(f"pretrain.task_options: {m!r} is not in pretrain.methods")
+        pt["variants"] = _check_variants(pt.get("variants", {}), pt["methods"])
     elif cfg["proxy_eval"]:
         raise ValueError("proxy_eval: needs a pretrain section")
     ft = cfg["finetune"]
@@ -276,6 +296,48 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         except ValueError as exc:
             raise ValueError(f"finetune.{exc}") from None
     return cfg
+
+
+def variant_name(variant: dict) -> str:
+    """The default name of a variant: its settings as ``key=value`` joined by commas."""
+    items = dict(variant.get("task_options", {}))
+    items.update({k: v for k, v in variant.items() if k not in ("name", "task_options")})
+    return ",".join(f"{k}={json.dumps(v) if isinstance(v, (bool, list)) else v}"
+                    for k, v in sorted(items.items()))  # fmt: skip
+
+
+def _check_variants(variants: dict, methods: list[str]) -> dict[str, list[dict]]:
+    out = {}
+    for m, vs in variants.items():
+        where = f"pretrain.variants.{m}"
+        if m not in methods:
+            raise ValueError(f"pretrain.variants: {m!r} is not in pretrain.methods")
+        if not isinstance(vs, list) or not vs:
+            raise ValueError(f"{where}: expected a non-empty list of variants")
+        names = []
+        for i, v in enumerate(vs):
+            if not isinstance(v, dict) or not set(v) - {"name"}:
+                raise ValueError(f"{where}[{i}]: expected an object that changes a setting")
+            _check_fields(v, _VARIANT_FIELDS, f"{where}[{i}].")
+            for k in ("epochs", "batch_size"):
+                if k in v and v[k] < 1:
+                    raise ValueError(f"{where}[{i}].{k}: expected a positive int, got {v[k]}")
+            if "lr" in v and not v["lr"] > 0:
+                raise ValueError(f"{where}[{i}].lr: expected a positive number, got {v['lr']}")
+            v = dict(v)
+            v.setdefault("name", variant_name(v))
+            if not v["name"] or not all(c.isalnum() or c in "_-=.,+" for c in v["name"]):
+                raise ValueError(
+                    f"{where}[{i}].name: use letters, digits and _-=.,+ only, got {v['name']!r}"
+                )
+            if v["name"] == DEFAULT_VARIANT:
+                raise ValueError(f"{where}[{i}].name: {DEFAULT_VARIANT!r} names the configured run")
+            names.append(v["name"])
+            vs[i] = v
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: two variants share a name ({', '.join(names)})")
+        out[m] = list(vs)
+    return out
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -320,9 +382,9 @@ def _bb_options(cfg: dict, backbone: str) -> dict:
     return {k: v for k, v in opts.items() if k not in BACKBONES}
 
 
-def _pretrain_settings(cfg: dict, method: str, backbone: str) -> dict:
+def _pretrain_settings(cfg: dict, method: str, backbone: str, variant: dict | None = None) -> dict:
     pt = cfg["pretrain"]
-    return {
+    settings = {
         "task": method,
         "data": pt["data"],
         "data_options": pt["data_options"],
@@ -335,6 +397,10 @@ def _pretrain_settings(cfg: dict, method: str, backbone: str) -> dict:
         "lr": pt["lr"],
         "val_split": pt["val_split"],
     }
+    if variant is not None:  # the configured pre-training keeps its settings (and config_hash)
+        settings["task_options"] = {**settings["task_options"], **variant.get("task_options", {})}
+        settings.update({k: variant[k] for k in ("epochs", "lr", "batch_size") if k in variant})
+    return settings
 
 
 def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
@@ -359,10 +425,11 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
     }
 
 
-def _finetune_entries(cfg, seed, bb, method, init_id, init_settings) -> list[dict]:
+def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=None) -> list[dict]:
     ft = cfg["finetune"]
     if ft is None or method not in ft["methods"]:
         return []
+    tag = method if variant is None else f"{method}-{variant}"
     entries = []
     for head in ft["heads"]:
         for lf in ft["label_fractions"]:
@@ -370,10 +437,11 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings) -> list[dic
             entries.append(
                 {
                     "kind": "finetune",
-                    "run": f"s{seed}/{bb}/ft-{method}-{head}-lf{_lf_tag(lf)}",
+                    "run": f"s{seed}/{bb}/ft-{tag}-{head}-lf{_lf_tag(lf)}",
                     "seed": seed,
                     "backbone": bb,
                     "method": method,
+                    "variant": variant,
                     "head": head,
                     "label_fraction": float(lf),
                     "init": init_id,
@@ -384,7 +452,10 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings) -> list[dic
     return entries
 
 
-def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
+DEFAULT_VARIANT = "default"
+
+
+def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) -> list[dict]:
     """The runs of the grid, in execution order.
 
     Every entry has ``kind`` (``"pretrain"``, ``"proxy"`` or ``"finetune"``), ``run`` (a path-like
@@ -395,16 +466,19 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
 
     With ``pretrain.seed`` set, each method is pre-trained once, with that seed, and every
     fine-tuning seed starts from that run (listed before the first seed's runs). ``methods``
-    keeps only the runs of these methods (``"scratch"`` included).
+    keeps only the runs of these methods (``"scratch"`` included); ``variants`` only the runs of
+    these variant names, :data:`DEFAULT_VARIANT` standing for the configured pre-training and for
+    scratch.
     """
     seeds = list(cfg["seeds"] if seeds is None else seeds)
     pt = cfg["pretrain"]
     shared = pt["seed"] if pt is not None else None
     keep = None if methods is None else set(methods)
 
-    def pretrain_entries(seed: int, bb: str, method: str) -> tuple[list[dict], str, dict]:
-        settings = _pretrain_settings(cfg, method, bb)
-        pid = f"s{seed}/{bb}/pt-{method}"
+    def pretrain_entries(seed, bb, method, variant) -> tuple[list[dict], str, dict]:
+        settings = _pretrain_settings(cfg, method, bb, variant)
+        vname = None if variant is None else variant["name"]
+        pid = f"s{seed}/{bb}/pt-{method}" + ("" if vname is None else f"-{vname}")
         entries = [
             {
                 "kind": "pretrain",
@@ -412,6 +486,7 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
                 "seed": seed,
                 "backbone": bb,
                 "method": method,
+                "variant": vname,
                 "settings": settings,
                 "config_hash": _hash([settings, seed]),
             }
@@ -424,6 +499,7 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
                     "seed": seed,
                     "backbone": bb,
                     "method": method,
+                    "variant": vname,
                     "head": "proxy",
                     "label_fraction": None,
                     "init": pid,
@@ -436,26 +512,33 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None) -> list[dict]:
         return entries, pid, init_key
 
     plan = []
-    task_methods = list(pt["methods"]) if pt is not None else []
+    pretrainings = [
+        (method, variant)
+        for method in (pt["methods"] if pt is not None else [])
+        for variant in [None, *pt["variants"].get(method, [])]
+    ]
     shared_runs = {}
     if shared is not None:
         for bb in cfg["backbones"]:
-            for method in task_methods:
-                entries, pid, init_key = pretrain_entries(shared, bb, method)
+            for i, (method, variant) in enumerate(pretrainings):
+                entries, pid, init_key = pretrain_entries(shared, bb, method, variant)
                 plan += entries
-                shared_runs[bb, method] = (pid, init_key)
+                shared_runs[bb, i] = (pid, init_key)
     for seed in seeds:
         for bb in cfg["backbones"]:
             plan += _finetune_entries(cfg, seed, bb, "scratch", None, None)
-            for method in task_methods:
+            for i, (method, variant) in enumerate(pretrainings):
                 if shared is None:
-                    entries, pid, init_key = pretrain_entries(seed, bb, method)
+                    entries, pid, init_key = pretrain_entries(seed, bb, method, variant)
                     plan += entries
                 else:
-                    pid, init_key = shared_runs[bb, method]
-                plan += _finetune_entries(cfg, seed, bb, method, pid, init_key)
+                    pid, init_key = shared_runs[bb, i]
+                vname = None if variant is None else variant["name"]
+                plan += _finetune_entries(cfg, seed, bb, method, pid, init_key, vname)
     if keep is not None:
         plan = [e for e in plan if e["method"] in keep]
+    if variants is not None:
+        plan = [e for e in plan if (e.get("variant") or DEFAULT_VARIANT) in set(variants)]
     return plan
 
 
@@ -545,6 +628,8 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
         want = planned.get(section)
         if section == "pretrain":
             want = planned.get("pretrain_by_method", {}).get(s.get("task"), want)
+            key = (s.get("task"), entry.get("variant"))
+            want = planned.get("pretrain_by_variant", {}).get(key, want)
         if section == "finetune" and cfg.get("recipe_epochs") is not None:
             want = cfg["recipe_epochs"]
         if want is not None and (s.get("epochs") != want or s.get("max_steps") is not None):
@@ -568,6 +653,7 @@ def run_experiment(
     *,
     seeds=None,
     methods=None,
+    variants=None,
     device: str = "auto",
     results_dir="results",
     runs_dir="runs",
@@ -591,6 +677,8 @@ def run_experiment(
     methods : list of str, optional
         Run only these methods' runs (e.g. ``["scratch"]``), so that two processes can share a
         grid.
+    variants : list of str, optional
+        Run only these variants' runs (``"default"``: the configured pre-training and scratch).
     device : {"auto", "cpu", "cuda"}
     results_dir, runs_dir : path-like
         Records go to ``results_dir/<name>.jsonl``, run folders to ``runs_dir/<name>/<run>``.
@@ -619,11 +707,24 @@ def run_experiment(
     cfg = ExperimentConfig(json.loads(json.dumps(cfg)))
     planned = {s: (cfg[s] or {}).get("epochs") for s in ("pretrain", "finetune")}
     planned["pretrain_by_method"] = dict((cfg["pretrain"] or {}).get("epochs_by_method", {}))
+    planned["pretrain_by_variant"] = {
+        (m, v["name"]): v["epochs"]
+        for m, vs in (cfg["pretrain"] or {}).get("variants", {}).items()
+        for v in vs
+        if "epochs" in v
+    }
     for section, value in (("finetune", epochs), ("pretrain", pretrain_epochs)):
         if value is not None and cfg[section] is not None:
             cfg[section]["epochs"] = int(value)  # milestones are fractions: they follow
             if section == "pretrain":
                 cfg[section]["epochs_by_method"] = {}
+                # A variant that only changed the epochs is the configured run now: drop it.
+                levers = cfg[section].get("variants", {})
+                for m, vs in list(levers.items()):
+                    vs = [{k: x for k, x in v.items() if k != "epochs"} for v in vs]
+                    levers[m] = [v for v in vs if set(v) - {"name"}]
+                    if not levers[m]:
+                        del levers[m]
     if max_steps is not None:
         for section in ("pretrain", "finetune"):
             if cfg[section] is not None:
@@ -636,7 +737,16 @@ def run_experiment(
                 raise ValueError(
                     f"methods: {m!r} is not a method of {cfg['name']}: {sorted(allowed)}"
                 )
-    plan = plan_grid(cfg, seeds, methods)
+    if variants is not None:
+        known = {DEFAULT_VARIANT} | {
+            v["name"] for vs in (cfg["pretrain"] or {}).get("variants", {}).values() for v in vs
+        }
+        for v in variants:
+            if v not in known:
+                raise ValueError(
+                    f"variants: {v!r} is not a variant of {cfg['name']}: {sorted(known)}"
+                )
+    plan = plan_grid(cfg, seeds, methods, variants)
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
     done = _existing(records_path)
@@ -709,6 +819,7 @@ def run_experiment(
             record = {
                 "dataset": cfg["dataset_name"],
                 "method": e["method"],
+                "variant": e.get("variant"),
                 "backbone": e["backbone"],
                 "head": e["head"],
                 "label_fraction": e["label_fraction"],
@@ -888,6 +999,12 @@ def _lf_label(lf) -> str:
     return "proxy" if lf is None else f"{lf:g}"
 
 
+def _labels(method: str, pt: dict | None) -> list[str]:
+    # The row labels of a method: itself, then its variants (levers) in config order.
+    variants = (pt or {}).get("variants", {}).get(method, []) if method != "scratch" else []
+    return [method] + [method_label(method, v["name"]) for v in variants]
+
+
 def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     """Markdown for one experiment: a table per protocol, our runs beside published numbers.
 
@@ -904,14 +1021,16 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         if ft:
             fractions += [float(f) for f in ft["label_fractions"]]
             for m in ft["methods"]:
-                for bb in cfg["backbones"]:
-                    for h in ft["heads"]:
-                        planned.append((m, bb, h))
+                for label in _labels(m, pt):
+                    for bb in cfg["backbones"]:
+                        for h in ft["heads"]:
+                            planned.append((label, bb, h))
         if cfg.get("proxy_eval") and pt:
             fractions.append(None)
             for m in pt["methods"]:
-                for bb in cfg["backbones"]:
-                    planned.append((m, bb, "proxy"))
+                for label in _labels(m, pt):
+                    for bb in cfg["backbones"]:
+                        planned.append((label, bb, "proxy"))
     out = []
     for proto, recs in _protocol_groups(records):
         rows = summarise(recs)
@@ -922,10 +1041,18 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         fr = sorted(set(fr), key=lambda x: (x is None, x if x is not None else 0))
         settings = list(planned)
         for r in rows:
-            key = (r["method"], r["backbone"], r["head"])
+            key = (method_label(r["method"], r["variant"]), r["backbone"], r["head"])
             if key not in settings:
                 settings.append(key)
-        index = {(r["method"], r["backbone"], r["head"], r["label_fraction"]): r for r in rows}
+        index = {
+            (
+                method_label(r["method"], r["variant"]),
+                r["backbone"],
+                r["head"],
+                r["label_fraction"],
+            ): r
+            for r in rows
+        }
         devices = sorted({r["device"] for r in recs})
         epochs = sorted({(r.get("epochs"), r.get("pretrain_epochs")) for r in recs}, key=str)
         out.append(f"**{name}**" + (f" — {proto}" if proto else " — no runs yet"))
@@ -989,8 +1116,8 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     for r in records:
         if r.get("head") == "proxy":
             continue
-        key = (r["method"], r["backbone"], r["head"], r["label_fraction"])
-        by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
+        key = (method_label(r["method"], r.get("variant")), r["backbone"], r["head"])
+        by_key.setdefault(key + (r["label_fraction"],), {})[r["seed"]] = r["metrics"]
     lines = []
     for (method, bb, head, lf), runs in sorted(by_key.items(), key=lambda kv: str(kv[0])):
         base = by_key.get(("scratch", bb, head, lf))
@@ -1046,10 +1173,11 @@ def diagnose(records: list[dict]) -> list[str]:
     proxies: dict[tuple, list[dict]] = {}
     heads: dict[tuple, list[dict]] = {}
     for r in records:
+        label = method_label(r["method"], r.get("variant"))
         if r.get("head") == "proxy":
-            proxies.setdefault((r["method"], r["backbone"]), []).append(r["metrics"])
+            proxies.setdefault((label, r["backbone"]), []).append(r["metrics"])
         elif r.get("head") == "classify":
-            key = (r["method"], r["backbone"], r["label_fraction"])
+            key = (label, r["backbone"], r["label_fraction"])
             heads.setdefault(key, []).append(r["metrics"])
     for (method, bb), runs in sorted(proxies.items()):
         for m in ("order_acc", "rot_acc", "cpc_acc"):
@@ -1256,6 +1384,7 @@ def _cmd_run(args) -> int:
         cfg,
         seeds=args.seeds,
         methods=args.methods,
+        variants=args.variants,
         device=args.device,
         results_dir=args.results_dir,
         runs_dir=args.runs_dir,
@@ -1315,6 +1444,13 @@ def register(subparsers) -> None:
         type=_methods,
         default=None,
         help="run only these methods, e.g. scratch or rubik,ordering",
+    )
+    r.add_argument(
+        "--variants",
+        type=lambda t: [x.strip() for x in t.split(";") if x.strip()],
+        default=None,
+        help="run only these pre-training variants, separated by ';' ('default': the configured "
+        "pre-training and scratch)",
     )
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")

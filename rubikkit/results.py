@@ -196,6 +196,8 @@ def validate_record(record: dict) -> dict:
             raise ValueError(f"record: missing field {field!r}")
     if record["method"] not in METHODS:
         raise ValueError(f"record: method {record['method']!r} is not one of {METHODS}")
+    if record.get("variant") is not None and not isinstance(record["variant"], str):
+        raise ValueError(f"record: variant must be a name or null, got {record['variant']!r}")
     if not isinstance(record["metrics"], dict) or not record["metrics"]:
         raise ValueError("record: 'metrics' must be a non-empty dict of name -> float")
     for name, value in record["metrics"].items():
@@ -249,7 +251,12 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
     return mean, sd
 
 
-GROUP_KEYS = ("dataset", "method", "backbone", "head", "label_fraction", "split")
+GROUP_KEYS = ("dataset", "method", "variant", "backbone", "head", "label_fraction", "split")
+
+
+def method_label(method: str, variant: str | None = None) -> str:
+    """A method's name in tables and legends: ``rubik``, or ``rubik [n_perms=10]`` for a variant."""
+    return method if not variant else f"{method} [{variant}]"
 
 
 def summarise(records: Iterable[dict], keys: Sequence[str] = GROUP_KEYS) -> list[dict]:
@@ -346,7 +353,8 @@ def plot_label_fractions(records: Iterable[dict], dataset: str, metric: str, ax=
         _, ax = plt.subplots(figsize=(4.5, 3.2), dpi=72)
     series: dict[tuple, list] = {}
     for r in rows:
-        series.setdefault((r["method"], r["backbone"], r["head"]), []).append(r)
+        label = method_label(r["method"], r.get("variant"))
+        series.setdefault((label, r["backbone"], r["head"]), []).append(r)
     for (method, backbone, head), rs in sorted(series.items()):
         rs.sort(key=lambda r: r["label_fraction"])
         x = [r["label_fraction"] for r in rs]

@@ -190,6 +190,84 @@ def test_shared_pretraining_run(tmp_path):
             assert r["pretrain_epochs"] is not None
 
 
+def test_variants_plan_ids_and_keep_the_configured_hashes():
+    base = plan_grid(validate_config(_cfg()))
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"lr": 1e-4}]
+    cfg = validate_config(_cfg(pretrain__variants={"rubik": levers}))
+    assert [v["name"] for v in cfg["pretrain"]["variants"]["rubik"]] == [
+        "n_perms=3",
+        "long",
+        "lr=0.0001",
+    ]
+    plan = plan_grid(cfg)
+    runs = {e["run"]: e for e in plan}
+    # The configured pre-training and everything from it keep their ids and hashes.
+    for e in base:
+        assert runs[e["run"]]["config_hash"] == e["config_hash"]
+        assert runs[e["run"]]["variant"] is None
+    pt = runs["s0/vgg3d/pt-rubik-n_perms=3"]
+    assert pt["settings"]["task_options"] == {"n_perms": 3, "hidden": 8}
+    assert runs["s0/vgg3d/pt-rubik-long"]["settings"]["epochs"] == 2
+    assert runs["s0/vgg3d/pt-rubik-lr=0.0001"]["settings"]["lr"] == 1e-4
+    ft = runs["s0/vgg3d/ft-rubik-n_perms=3-classify-lf1"]
+    assert ft["init"] == "s0/vgg3d/pt-rubik-n_perms=3" and ft["variant"] == "n_perms=3"
+    assert runs["s0/vgg3d/pt-rubik-n_perms=3/proxy-test"]["variant"] == "n_perms=3"
+    assert len({e["config_hash"] for e in plan}) == len(plan)
+    # --variants keeps some of them; "default" is the configured pre-training and scratch.
+    only = plan_grid(cfg, variants=["n_perms=3"])
+    assert {e["variant"] for e in only} == {"n_perms=3"} and len(only) == 3
+    default = plan_grid(cfg, variants=["default"])
+    assert [e["run"] for e in default] == [e["run"] for e in base]
+    with pytest.raises(ValueError, match="variants: 'k=9' is not a variant of tiny"):
+        run_experiment(cfg, variants=["k=9"], dry_run=True, log=print)
+
+
+@pytest.mark.parametrize(
+    "variants, match",
+    [
+        ({"tcpc": [{"lr": 1.0}]}, "pretrain.variants: 'tcpc' is not in pretrain.methods"),
+        ({"rubik": []}, "pretrain.variants.rubik: expected a non-empty list"),
+        ({"rubik": [{"name": "x"}]}, r"pretrain.variants.rubik\[0\]: expected an object that"),
+        ({"rubik": [{"gap": 0.2}]}, r"pretrain.variants.rubik\[0\].gap: unknown field"),
+        ({"rubik": [{"epochs": 0}]}, r"pretrain.variants.rubik\[0\].epochs: expected a positive"),
+        ({"rubik": [{"lr": -1}]}, r"pretrain.variants.rubik\[0\].lr: expected a positive"),
+        ({"rubik": [{"lr": 1.0, "name": "a b"}]}, r"\[0\].name: use letters"),
+        ({"rubik": [{"lr": 1.0, "name": "default"}]}, r"\[0\].name: 'default' names"),
+        ({"rubik": [{"lr": 1.0, "name": "a"}, {"lr": 2.0, "name": "a"}]}, "two variants share"),
+    ],
+)
+def test_variant_errors_name_the_field(variants, match):
+    with pytest.raises(ValueError, match=match):
+        validate_config(_cfg(pretrain__variants=variants))
+
+
+def test_variant_runs_records_and_rows(tmp_path):
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}]
+    cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": levers}))
+    kw = dict(device="cpu", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
+              progress=False, log=lambda *a: None)  # fmt: skip
+    run_experiment(cfg, methods=["rubik"], **kw)
+    records = load_records(tmp_path / "results" / "tiny.jsonl")
+    assert sorted((r["head"], str(r["variant"])) for r in records) == [
+        ("classify", "None"),
+        ("classify", "long"),
+        ("classify", "n_perms=3"),
+        ("proxy", "None"),
+        ("proxy", "long"),
+        ("proxy", "n_perms=3"),
+    ]
+    long = [r for r in records if r["variant"] == "long"]
+    assert all("pre-train 2 epochs / max 2 steps" in r["protocol"] for r in long)
+    # Measured against the variant's own budget, not the configured 1 epoch.
+    assert all("the config has 2 epochs" in r["protocol"] for r in long)
+    table = render_tables(records, cfg)
+    assert "| rubik [n_perms=3] | vgg3d | classify |" in table
+    assert "| rubik [long] | vgg3d | proxy |" in table
+    # --pretrain-epochs overrides the variants' epochs too: "long" is the configured run then.
+    plan = run_experiment(cfg, pretrain_epochs=1, dry_run=True, **kw)
+    assert not any(e.get("variant") == "long" for e in plan)
+
+
 def test_tables_put_scratch_beside_each_pretraining_budget():
     def rec(method, head, protocol, auc):
         lf = None if head == "proxy" else 0.1

@@ -66,6 +66,7 @@ def test_table_marks_published_and_leaves_missing_cells_missing():
         ("metrics", {}, "metrics"),
         ("metrics", {"acc": float("nan")}, "acc"),
         ("label_fraction", 1.5, "label_fraction"),
+        ("variant", 3, "variant must be a name or null"),
     ],
 )
 def test_bad_records_are_rejected(tmp_path, field, value, match):
