@@ -74,6 +74,8 @@ HEADS = ("classify", "unet", "duc")
 BACKBONES = ("vgg3d", "resnet10", "resnet18", "resnet34")
 PAGE_BEGIN = "<!-- experiment tables: begin (rubikkit experiment table --write) -->"
 PAGE_END = "<!-- experiment tables: end -->"
+#: The name ``--variants`` gives the configured pre-training (and scratch); no variant may take it.
+DEFAULT_VARIANT = "default"
 
 _TOP_FIELDS = {
     "name": str,
@@ -314,7 +316,7 @@ def _check_variants(variants: dict, methods: list[str]) -> dict[str, list[dict]]
             raise ValueError(f"pretrain.variants: {m!r} is not in pretrain.methods")
         if not isinstance(vs, list) or not vs:
             raise ValueError(f"{where}: expected a non-empty list of variants")
-        names = []
+        checked = []
         for i, v in enumerate(vs):
             if not isinstance(v, dict) or not set(v) - {"name"}:
                 raise ValueError(f"{where}[{i}]: expected an object that changes a setting")
@@ -332,11 +334,11 @@ def _check_variants(variants: dict, methods: list[str]) -> dict[str, list[dict]]
                 )
             if v["name"] == DEFAULT_VARIANT:
                 raise ValueError(f"{where}[{i}].name: {DEFAULT_VARIANT!r} names the configured run")
-            names.append(v["name"])
-            vs[i] = v
+            checked.append(v)
+        names = [v["name"] for v in checked]
         if len(set(names)) != len(names):
             raise ValueError(f"{where}: two variants share a name ({', '.join(names)})")
-        out[m] = list(vs)
+        out[m] = checked
     return out
 
 
@@ -450,9 +452,6 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=Non
                 }
             )
     return entries
-
-
-DEFAULT_VARIANT = "default"
 
 
 def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) -> list[dict]:
