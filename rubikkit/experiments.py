@@ -7,7 +7,8 @@ run (its proxy accuracies on ``eval_split`` recorded when ``proxy_eval`` is true
 fine-tuning runs that start from it, each scored on ``eval_split``. Every scored run appends one
 record to ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and
 a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``,
-``selected_epoch``, ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``). A run whose record
+``selected_epoch``, ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
+whose record
 (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
 where it stopped (an interrupted run folder is resumed from its ``last.pt``).
 
@@ -67,6 +68,7 @@ __all__ = [
     "render_page",
     "render_tables",
     "run_experiment",
+    "weights_digest",
 ]
 
 TASK_METHODS = tuple(m for m in METHODS if m != "scratch")
@@ -763,6 +765,7 @@ def run_experiment(
 
     commit = git_commit()
     pretrained: dict[str, dict] = {}
+    digests: dict[str, str] = {}
     started = time.perf_counter()
     for e in plan:
         e["status"] = "planned"
@@ -797,6 +800,8 @@ def run_experiment(
             pt_summary = pretrained.get(e["init"]) if e["init"] else None
             if e["init"] and pt_summary is None:
                 pt_summary = _load_summary(run_root / e["init"])
+            if e["init"] and e["init"] not in digests:
+                digests[e["init"]] = weights_digest(run_root / e["init"] / "best.pt")
             if e["kind"] == "proxy":
                 metrics, summary = _run_proxy(cfg, e, run_root, device, progress)
                 fields = {
@@ -840,6 +845,7 @@ def run_experiment(
                 },
                 "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
+                "init_digest": digests.get(e["init"]),
             }
             append_record(records_path, record)
             done.add((e["run"], e["config_hash"]))
@@ -847,6 +853,30 @@ def run_experiment(
             e["record"] = record
             log(f"record   {e['run']}: " + _metric_text(record["metrics"], cfg["metrics"]))
     return plan
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """A short sha256 of a checkpoint's model weights (names, dtypes, shapes and values).
+
+    Fine-tuning records carry the digest of the pre-training they started from (``init_digest``),
+    so two records of one setting that started from different pre-trained weights (a pre-training
+    run again after its checkpoint was lost, say) can be told apart.
+    """
+    import torch
+
+    from rubikkit.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path)["model"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(f"{name}:{t!r}".encode())
+    return h.hexdigest()[:16]
 
 
 def _metric_text(metrics: dict, names) -> str:
@@ -1165,17 +1195,22 @@ def diagnose(records: list[dict]) -> list[str]:
       predicts most) is at least :data:`SATURATED` has *collapsed* onto one class at the selected
       epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
       ``top_share`` existed are counted apart.
+    * Fine-tuning records of one setting whose ``init_digest`` differ started from different
+      pre-trained weights: their spread is not fine-tuning noise alone.
     """
     from rubikkit.results import _mean_sd
 
     lines = []
     proxies: dict[tuple, list[dict]] = {}
     heads: dict[tuple, list[dict]] = {}
+    inits: dict[tuple, set] = {}
     for r in records:
         label = method_label(r["method"], r.get("variant"))
         if r.get("head") == "proxy":
             proxies.setdefault((label, r["backbone"]), []).append(r["metrics"])
-        elif r.get("head") == "classify":
+        elif r.get("init_digest"):
+            inits.setdefault((label, r["backbone"], r["head"]), set()).add(r["init_digest"])
+        if r.get("head") == "classify":
             key = (label, r["backbone"], r["label_fraction"])
             heads.setdefault(key, []).append(r["metrics"])
     for (method, bb), runs in sorted(proxies.items()):
@@ -1197,6 +1232,12 @@ def diagnose(records: list[dict]) -> list[str]:
                 f"runs predict one class for at least {SATURATED:.0%} of the test volumes "
                 "(collapse: ACC is that class's share, AUC still ranks)"
                 + (f"; {older} older runs have no top_share" if older else "")
+            )
+    for (label, bb, head), found in sorted(inits.items()):
+        if len(found) > 1:
+            lines.append(
+                f"{label} ({bb}, {head}): fine-tuned from {len(found)} different pre-trained "
+                "checkpoints (init_digest): the seed spread includes the pre-training's"
             )
     return lines
 

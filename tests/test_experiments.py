@@ -19,6 +19,7 @@ from rubikkit.experiments import (
     render_tables,
     run_experiment,
     validate_config,
+    weights_digest,
     write_page,
 )
 from rubikkit.results import MISSING, RECORD_FIELDS, load_records, validate_record
@@ -345,6 +346,13 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     assert lines[1].startswith("scratch (resnet18, 0.1 of the labels): 1 of 2 runs predict one")
     assert lines[1].endswith("; 1 older runs have no top_share")
     assert diagnose(records[3:4] + records[-1:]) == []
+    # Fine-tunings of one setting from two different pre-trained checkpoints.
+    two = [dict(r, init_digest=d) for r, d in zip(records[-1:] * 2, ("aa", "bb"))]
+    assert diagnose(two) == [
+        "rubik (resnet18, classify): fine-tuned from 2 different pre-trained checkpoints "
+        "(init_digest): the seed spread includes the pre-training's"
+    ]
+    assert diagnose([dict(r, init_digest="aa") for r in records[-1:] * 2]) == []
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in records])  # fmt: skip
@@ -423,9 +431,14 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     assert set(ft) == {"scratch", "rubik"}
     assert {"acc", "auc"} <= set(ft["scratch"]["metrics"])
     assert ft["rubik"]["pretrain_epochs"] is not None and ft["scratch"]["pretrain_epochs"] is None
+    # The pre-trained weights a record started from, by digest (the proxy scores the same ones).
+    best = tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik" / "best.pt"
+    assert ft["rubik"]["init_digest"] == weights_digest(best) and len(weights_digest(best)) == 16
+    assert ft["scratch"]["init_digest"] is None
     assert "max 2 steps" in ft["scratch"]["protocol"]
     proxy = [r for r in records if r["head"] == "proxy"][0]
     assert proxy["label_fraction"] is None and "order_acc" in proxy["metrics"]
+    assert proxy["init_digest"] == ft["rubik"]["init_digest"]
 
     again = run_experiment(cfg, **kw)
     assert [e["status"] for e in again] == ["skipped"] * 4
