@@ -444,6 +444,16 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     assert [e["status"] for e in again] == ["skipped"] * 4
     assert len(load_records(path)) == 3
 
+    # Records lost, run folders kept: the finished fine-tunings are scored again, not retrained,
+    # and wall_s still counts their training time (from the run folder), not just this evaluation.
+    path.unlink()
+    run_experiment(cfg, **kw)
+    rescored = {r["method"]: r for r in load_records(path) if r["head"] == "classify"}
+    for method, rec in rescored.items():
+        trained = json.loads((tmp_path / "runs" / "tiny" / rec["run"] / "metrics.json").read_text())
+        assert rec["metrics"] == ft[method]["metrics"]
+        assert rec["wall_s"] > trained["wall_s"] > 0
+
     # The table shows our numbers and keeps unrun settings visibly missing.
     table = render_tables(records, validate_config(_cfg(finetune__methods=["scratch"])))
     assert "| scratch | vgg3d | classify |" in table
