@@ -337,6 +337,85 @@ def markdown_table(
     return "\n".join(lines)
 
 
+SETTING_KEYS = ("dataset", "backbone", "head", "label_fraction", "split", "epochs")
+
+
+def seed_table(
+    records: Iterable[dict],
+    metric: str,
+    *,
+    flag: str = "top_share",
+    flag_at: float = 0.95,
+    digits: int = 3,
+) -> str:
+    """One setting's runs seed by seed: rows seeds, columns methods, last row mean ± sd.
+
+    Seeds pair the runs: a fine-tuning seed fixes the head's initialisation, the labelled subset's
+    order and the augmentation, so scratch and a pre-trained method with the same seed differ in
+    the starting weights only. A cell whose record has ``metrics[flag] >= flag_at`` (by default: the
+    classifier predicts one class for at least 95 % of the volumes) is marked with ``*``.
+
+    Parameters
+    ----------
+    records : records of one setting (the same :data:`SETTING_KEYS` values), several methods.
+    metric : the metric in the cells, e.g. ``"auc"``.
+    """
+    recs = list(records)
+    if not recs:
+        raise ValueError("records: expected at least one record")
+    settings = {tuple(r.get(k) for k in SETTING_KEYS) for r in recs}
+    if len(settings) > 1:
+        raise ValueError(
+            f"records: expected one setting ({', '.join(SETTING_KEYS)}), got {len(settings)}: "
+            + "; ".join(str(s) for s in sorted(settings, key=str))
+        )
+    if not any(metric in r["metrics"] for r in recs):
+        raise ValueError(f"metric: no record has {metric!r}")
+    rank = {m: i for i, m in enumerate(METHODS)}
+    labels = sorted(
+        {(r["method"], r.get("variant")) for r in recs},
+        key=lambda mv: (rank.get(mv[0], len(rank)), mv[1] or ""),
+    )
+    cells: dict[tuple, dict] = {}
+    for r in recs:
+        key = (r["seed"], r["method"], r.get("variant"))
+        if key in cells:
+            raise ValueError(f"records: two records for seed {key[0]} of {method_label(*key[1:])}")
+        cells[key] = r["metrics"]
+    seeds = sorted({r["seed"] for r in recs})
+    header = ["seed"] + [method_label(*mv) for mv in labels]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    flagged = False
+    for seed in seeds:
+        row = [str(seed)]
+        for mv in labels:
+            m = cells.get((seed, *mv))
+            if m is None or metric not in m:
+                row.append(MISSING)
+                continue
+            mark = "*" if m.get(flag, -math.inf) >= flag_at else ""
+            flagged = flagged or bool(mark)
+            row.append(f"{m[metric]:.{digits}f}{mark}")
+        lines.append("| " + " | ".join(row) + " |")
+    stats = []
+    for mv in labels:
+        vals = [cells[(s, *mv)][metric] for s in seeds if metric in cells.get((s, *mv), {})]
+        mean, sd = _mean_sd(vals) if vals else (None, None)
+        stats.append(
+            _fmt(None if mean is None else {"mean": mean, "sd": sd, "n": len(vals)}, digits)
+        )
+    lines.append("| mean ± sd | " + " | ".join(stats) + " |")
+    unchecked = sorted(
+        {method_label(r["method"], r.get("variant")) for r in recs if flag not in r["metrics"]}
+    )
+    notes = [f"`*`: {flag} ≥ {flag_at:g} in that run."] if flagged else []
+    if unchecked:
+        notes.append(f"Records of {', '.join(unchecked)} lack {flag}: not checked.")
+    if notes:
+        lines += ["", " ".join(notes)]
+    return "\n".join(lines)
+
+
 def plot_label_fractions(records: Iterable[dict], dataset: str, metric: str, ax=None, split="test"):
     """Mean ± sd of ``metric`` against label fraction, one line per (method, backbone, head)."""
     import matplotlib.pyplot as plt

@@ -20,6 +20,7 @@ from rubikkit.models import (
     build_backbone,
     load_backbone_state,
     pixel_shuffle_3d,
+    weight_reach,
 )
 
 TINY = {
@@ -271,3 +272,44 @@ def test_load_backbone_state_rejects_other_architecture():
         load_backbone_state(tiny("vgg3d", 1), tiny("vgg3d", 4).state_dict())
     with pytest.raises(TypeError, match="state_dict"):
         load_backbone_state(tiny("vgg3d"), [1, 2])
+
+
+@pytest.mark.parametrize(
+    "n, stride, share",
+    [(1, 1, 1 / 27), (2, 2, 8 / 27), (3, 1, 1.0), (5, 2, 1.0)],
+)
+def test_weight_reach_counts_taps_that_meet_data(n, stride, share):
+    conv = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, stride=stride, padding=1))
+    reach = weight_reach(conv, n, in_channels=2)
+    assert reach["total"] == pytest.approx(share) and reach["0"] == pytest.approx(share)
+
+
+def test_weight_reach_matches_gradients_and_stems():
+    torch.manual_seed(0)
+    bb = build_backbone("vgg3d", 1, widths=(4, 8, 8, 8, 8))
+    reach = weight_reach(bb, 12)
+    assert reach["stages.0"] == 1.0 and reach["stages.4"] == pytest.approx(1 / 27)
+    # Cross-check: a weight that meets only padding gets no gradient; the others do.
+    bb(torch.randn(3, 1, 12, 12, 12)).pow(2).sum().backward()
+    deepest = [m for m in bb.stages[4].modules() if isinstance(m, torch.nn.Conv3d)]
+    for m in deepest:
+        nonzero = (m.weight.grad != 0).any(dim=(0, 1))  # (3, 3, 3) taps
+        assert nonzero.sum().item() == 1 and nonzero[1, 1, 1]
+    # The ImageNet stem downsamples a 12^3 cube to 1^3 by layer3; the small stem keeps 3^3 there.
+    imagenet = weight_reach(build_backbone("resnet10", 1), 12)
+    small = weight_reach(build_backbone("resnet10", 1, stem="small"), 12)
+    assert imagenet["stem"] == 1.0 and imagenet["layers.3"] < 0.05 and imagenet["total"] < 0.2
+    assert small["total"] == 1.0
+    assert weight_reach(build_backbone("resnet10", 1), 64)["total"] == 1.0
+
+
+def test_weight_reach_errors_name_the_argument():
+    bb = build_backbone("vgg3d", 1, widths=(4, 8))
+    with pytest.raises(ValueError, match="size: expected"):
+        weight_reach(bb, (12, 12))
+    with pytest.raises(ValueError, match="size: expected a non-empty sequence of positive"):
+        weight_reach(bb, 0)
+    with pytest.raises(ValueError, match="in_channels: required"):
+        weight_reach(torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3)), 8)
+    with pytest.raises(ValueError, match="backbone: no 3D convolution"):
+        weight_reach(torch.nn.Sequential(torch.nn.Identity()), 8, in_channels=1)

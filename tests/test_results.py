@@ -100,3 +100,43 @@ def test_plot_label_fractions_draws_one_line_per_setting():
     ]
     ax = results.plot_label_fractions(recs, "medmnist3d:adrenal", "acc")
     assert len(ax.get_lines()) >= 2
+
+
+def _collapsed(seed, acc, method, share):
+    rec = _rec(seed, acc, method=method, lf=0.1)
+    rec["metrics"]["top_share"] = share
+    return rec
+
+
+def test_seed_table_pairs_seeds_marks_collapse_and_leaves_gaps():
+    recs = [
+        _collapsed(0, 0.7, "scratch", 0.6),
+        _collapsed(1, 0.8, "scratch", 0.97),
+        _collapsed(0, 0.6, "rubik", 0.5),
+        _collapsed(2, 0.9, "tcpc", 0.5),
+        _collapsed(0, 0.65, "rubik", 0.5) | {"variant": "n_perms=10"},
+    ]
+    lines = results.seed_table(recs, "acc").splitlines()
+    assert lines[0] == "| seed | scratch | rubik | rubik [n_perms=10] | tcpc |"
+    assert lines[2] == "| 0 | 0.700 | 0.600 | 0.650 | – |"
+    assert lines[3] == f"| 1 | 0.800* | {results.MISSING} | {results.MISSING} | {results.MISSING} |"
+    assert lines[4] == f"| 2 | {results.MISSING} | {results.MISSING} | {results.MISSING} | 0.900 |"
+    assert lines[5].startswith("| mean ± sd | 0.750 ± 0.071 (n=2) | 0.600 (n=1) |")
+    assert "top_share ≥ 0.95" in lines[-1] and "not checked" not in lines[-1]
+    # A record without the flag metric cannot be checked, and the table says so.
+    old = _rec(3, 0.768, method="scratch", lf=0.1)
+    assert "Records of scratch lack top_share" in results.seed_table(recs + [old], "acc")
+
+
+@pytest.mark.parametrize(
+    "recs, metric, match",
+    [
+        ([], "acc", "records: expected at least one"),
+        ([_rec(0, 0.7), _rec(1, 0.7, lf=0.1)], "acc", "records: expected one setting"),
+        ([_rec(0, 0.7), _rec(0, 0.8)], "acc", "two records for seed 0 of scratch"),
+        ([_rec(0, 0.7)], "miou", "metric: no record has 'miou'"),
+    ],
+)
+def test_seed_table_errors_name_the_argument(recs, metric, match):
+    with pytest.raises(ValueError, match=match):
+        results.seed_table(recs, metric)

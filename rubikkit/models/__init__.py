@@ -7,6 +7,7 @@ Axis order is (C, D, H, W); a batch adds a leading B.
 * Pre-training: :class:`SiameseOctad` (Rubik's cube, jigsaw), :class:`CPCModel` (3D CPC, TCPC).
 * Fine-tuning: :class:`Classifier`, :class:`UNet3D`, :class:`DUC3D`.
 * :func:`load_backbone_state` transfers weights strictly: all tensors or a ValueError.
+* :func:`weight_reach`: the share of a backbone's convolution weights an input size can reach.
 
 Every model built on a backbone keeps it as ``.backbone``, so its weights are the model's
 state-dict entries under ``"backbone."``.
@@ -20,6 +21,7 @@ from rubikkit.models.backbone import (
     backbone_state_from,
     build_backbone,
     load_backbone_state,
+    weight_reach,
 )
 from rubikkit.models.cpc import CPCModel, info_nce
 from rubikkit.models.duc import DUC3D, pixel_shuffle_3d
@@ -44,4 +46,5 @@ __all__ = [
     "info_nce",
     "load_backbone_state",
     "pixel_shuffle_3d",
+    "weight_reach",
 ]

@@ -169,3 +169,94 @@ def backbone_state_from(state_dict: Mapping[str, torch.Tensor], prefix: str = "b
     if not out:
         raise ValueError(f"state_dict: no key starts with {prefix!r}")
     return out
+
+
+def _used_taps(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    """Kernel taps along one axis that touch the input (not only zero padding) at some output."""
+    out = (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
+    return sum(
+        any(0 <= i * stride - pad + t * dilation < n for i in range(max(out, 0))) for t in range(k)
+    )
+
+
+def weight_reach(backbone: nn.Module, size, in_channels: int | None = None) -> dict[str, float]:
+    """Share of each stage's convolution weights that an input of ``size`` voxels can reach.
+
+    A kernel tap that meets only zero padding at every output position multiplies zeros: its weight
+    gets no gradient from such inputs and plays no part in the output. Deep stages of a network that
+    downsamples a small cube to 1^3 use only the centre of their 3x3x3 kernels, so pre-training on
+    small cubes leaves most of those weights at their initial values.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A :class:`Backbone` (or any module of 3D convolutions taking ``(B, C, D, H, W)``).
+    size : int or (D, H, W)
+        Input size in voxels.
+    in_channels : int, optional
+        Input channels (default: ``backbone.config["in_channels"]``).
+
+    Returns
+    -------
+    dict
+        ``{stage: share}`` in [0, 1] per stage (``"stem"``, ``"layers.0"``, ``"stages.2"``, ...;
+        the share weights each convolution by its number of weights) and ``"total"``.
+    """
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (size,) * 3
+    size = check_int_tuple(size, "size")
+    if len(size) != 3:
+        raise ValueError(f"size: expected an int or (D, H, W), got {size}")
+    if in_channels is None:
+        in_channels = getattr(backbone, "config", {}).get("in_channels")
+        if in_channels is None:
+            raise ValueError("in_channels: required for a module without a backbone config")
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, name=name: shapes.__setitem__(name, inp[0].shape[2:])
+        )
+        for name, m in backbone.named_modules()
+        if isinstance(m, nn.Conv3d)
+    ]
+    param = next(backbone.parameters(), None)
+    if not hooks or param is None:
+        for h in hooks:
+            h.remove()
+        raise ValueError("backbone: no 3D convolution ran on the input")
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            backbone(torch.zeros(1, in_channels, *size, dtype=param.dtype, device=param.device))
+    finally:
+        for h in hooks:
+            h.remove()
+        backbone.train(was_training)
+    sums: dict[str, list[float]] = {}
+    for name, m in backbone.named_modules():
+        if name not in shapes:
+            continue
+        share = 1.0
+        for axis in range(3):
+            k = m.kernel_size[axis]
+            if m.padding_mode == "zeros" and not isinstance(m.padding, str):
+                used = _used_taps(
+                    shapes[name][axis], k, m.stride[axis], m.padding[axis], m.dilation[axis]
+                )
+            else:  # non-zero padding modes repeat the input: every tap that runs sees data
+                used = k
+            share *= used / k
+        parts = name.split(".")
+        top = getattr(backbone, parts[0], None)
+        stage = (
+            ".".join(parts[:2]) if isinstance(top, nn.ModuleList) and len(parts) > 1 else parts[0]
+        )
+        for key in (stage, "total"):
+            acc = sums.setdefault(key, [0.0, 0.0])
+            acc[0] += share * m.weight.numel()
+            acc[1] += m.weight.numel()
+    if not sums:
+        raise ValueError("backbone: no 3D convolution ran on the input")
+    total = sums.pop("total")
+    return {**{k: v[0] / v[1] for k, v in sums.items()}, "total": total[0] / total[1]}
