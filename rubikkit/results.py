@@ -357,8 +357,19 @@ def seed_table(
 
     Parameters
     ----------
-    records : records of one setting (the same :data:`SETTING_KEYS` values), several methods.
-    metric : the metric in the cells, e.g. ``"auc"``.
+    records : iterable of dict
+        Records of one setting (equal values of :data:`SETTING_KEYS`), one or more methods.
+    metric : str
+        The metric in the cells, e.g. ``"auc"``.
+    flag, flag_at : str, float
+        Mark a cell with ``*`` when its record's ``metrics[flag] >= flag_at``.
+    digits : int
+        Decimals of the cells.
+
+    Returns
+    -------
+    str
+        A markdown table, with a note under it when a cell is marked or a record lacks ``flag``.
     """
     recs = list(records)
     if not recs:
