@@ -1038,6 +1038,19 @@ def _labels(method: str, pt: dict | None) -> list[str]:
     return [method] + [method_label(method, v["name"]) for v in variants]
 
 
+def _num(x) -> str:
+    return f"{x:g}" if isinstance(x, (int, float)) else str(x)
+
+
+def _budget_text(proxy: bool, epochs, pretrain_epochs) -> str:
+    """How a group of records was trained, e.g. '100 fine-tuning epochs after 10 pre-training'."""
+    if proxy:
+        return f"{_num(pretrain_epochs if pretrain_epochs is not None else epochs)} pre-training epochs (proxy scores)"
+    if pretrain_epochs is None:
+        return f"{_num(epochs)} epochs from scratch"
+    return f"{_num(epochs)} fine-tuning epochs after {_num(pretrain_epochs)} pre-training epochs"
+
+
 def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     """Markdown for one experiment: a table per protocol, our runs beside published numbers.
 
@@ -1087,15 +1100,16 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             for r in rows
         }
         devices = sorted({r["device"] for r in recs})
-        epochs = sorted({(r.get("epochs"), r.get("pretrain_epochs")) for r in recs}, key=str)
+        budgets = sorted(
+            {(r["head"] == "proxy", r.get("epochs"), r.get("pretrain_epochs")) for r in recs},
+            key=str,
+        )
         out.append(f"**{name}**" + (f" — {proto}" if proto else " — no runs yet"))
         out.append("")
         if recs:
-            ep = "; ".join(
-                f"{e} epochs" + (f" after {p} pre-training epochs" if p is not None else "")
-                for e, p in epochs
-            )
-            out.append(f"Runs: {len(recs)} records; epochs trained: {ep}.")
+            ep = "; ".join(_budget_text(*b) for b in budgets)
+            n = len(recs)
+            out.append(f"Runs: {n} record{'s' if n != 1 else ''}; trained: {ep}.")
             out.append("Device: " + "; ".join(devices) + ".")
             out.append("")
         cols = [(lf, m) for lf in fr for m in metrics if (lf is None) == (m in _PROXY_METRICS)]

@@ -458,6 +458,10 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     table = render_tables(records, validate_config(_cfg(finetune__methods=["scratch"])))
     assert "| scratch | vgg3d | classify |" in table
     assert "(n=1)" in table
+    full = render_tables(records, cfg)
+    assert "Runs: 3 records; trained: " in full and "Runs: 1 record;" not in full
+    assert "pre-training epochs (proxy scores)" in full and "epochs from scratch" in full
+    assert "fine-tuning epochs after" in full
     empty = render_tables([], cfg)
     assert f"| scratch | vgg3d | classify | {MISSING} |" in empty
     assert "no runs yet" in empty
