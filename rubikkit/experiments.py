@@ -804,6 +804,7 @@ def run_experiment(
                 digests[e["init"]] = weights_digest(run_root / e["init"] / "best.pt")
             if e["kind"] == "proxy":
                 metrics, summary = _run_proxy(cfg, e, run_root, device, progress)
+                wall_s = round(time.perf_counter() - t0, 2)  # the evaluation only
                 fields = {
                     "epochs": pt_summary["epochs"],
                     "selected_epoch": (pt_summary.get("best") or {}).get("epoch"),
@@ -816,13 +817,12 @@ def run_experiment(
                     "epochs": summary["epochs"],
                     "selected_epoch": (summary.get("best") or {}).get("epoch"),
                     "steps": summary.get("steps"),
-                    "wall_s": round(summary["wall_s"] + summary["eval_wall_s"], 2),
                 }
+                # Training summed over the sessions of a resumed run, plus the test evaluation.
+                wall_s = round(summary["wall_s"] + summary["eval_wall_s"], 2)
                 pt_settings = _plan_settings(plan, e["init"]) if e["init"] else None
             from rubikkit.train.runs import finite_metrics
 
-            # A fine-tuning counts all sessions of a resumed run; a proxy record its evaluation.
-            wall_s = fields.pop("wall_s", round(time.perf_counter() - t0, 2))
             record = {
                 "dataset": cfg["dataset_name"],
                 "method": e["method"],
@@ -1002,7 +1002,6 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
         device=device,
         progress=progress,
     )
-    # The training time of every session of a resumed run, plus this test evaluation.
     return res["splits"][s["eval_split"]], dict(summary, eval_wall_s=res["wall_s"])
 
 
