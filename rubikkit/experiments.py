@@ -1098,7 +1098,8 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             ): r
             for r in rows
         }
-        devices = sorted({r["device"] for r in recs})
+        # Records written before the singular was fixed say "1 torch threads".
+        devices = sorted({r["device"].replace(" 1 torch threads;", " 1 torch thread;") for r in recs})
         budgets = sorted(
             {(r["head"] == "proxy", r.get("epochs"), r.get("pretrain_epochs")) for r in recs},
             key=str,
@@ -1268,14 +1269,64 @@ def _protocol_parts(record: dict) -> tuple[str | None, str | None]:
     return ft, ("pre-train " + pt) if sep else None
 
 
+_CONFIGURED = "pre-train as configured"
+
+
+def _configured_budgets(records: list[dict], parts: list[tuple]) -> dict[str, str]:
+    """Pre-training budgets that are each method's configured one, mapped to a shared key.
+
+    A config may give methods different budgets (``pretrain.epochs_by_method``: 5 epochs of tcpc
+    cost what 10 of rubik do). Such records compare like with like, each method at its configured
+    budget, so they share a table. Reduced budgets keep their own; so does everything when one
+    row (method, variant, backbone, head) would mix budgets.
+    """
+    budget_of: dict[tuple, set] = {}
+    for r, (_, pt) in zip(records, parts):
+        if pt is not None and "(reduced" not in pt:
+            row = (r["method"], r.get("variant"), r["backbone"], r["head"])
+            budget_of.setdefault(row, set()).add(pt.split(",")[0])
+    if any(len(b) > 1 for b in budget_of.values()):
+        return {}
+    keys = {}
+    for _, pt in parts:
+        if pt is not None and "(reduced" not in pt:
+            head, sep, rest = pt.partition(",")
+            keys[pt] = _CONFIGURED + sep + rest
+    return keys
+
+
+def _configured_title(pt: str, members: list[dict]) -> str:
+    """'pre-train as configured: 10 epochs (rubik, ordering), 5 epochs (tcpc), ...'."""
+    by_budget: dict[str, list[str]] = {}
+    for r in members:
+        proto = r.get("protocol") or ""
+        budget = proto.partition("pre-train ")[2].split(",")[0] if "pre-train " in proto else None
+        if budget:
+            label = method_label(r["method"], r.get("variant"))
+            names = by_budget.setdefault(budget, [])
+            if label not in names:
+                names.append(label)
+    if len(by_budget) == 1:
+        return "pre-train " + next(iter(by_budget)) + pt[len(_CONFIGURED) :]
+    order = {m: i for i, m in enumerate(METHODS)}
+    listed = ", ".join(
+        f"{b} ({', '.join(sorted(n, key=lambda x: (order.get(x.split(' [')[0], len(order)), x)))})"
+        for b, n in by_budget.items()
+    )
+    return f"{_CONFIGURED}: {listed}" + pt[len(_CONFIGURED) :]
+
+
 def _protocol_groups(records: list[dict]) -> list[tuple[str | None, list[dict]]]:
     """Records grouped so that a table compares like with like.
 
     A pre-trained fine-tuning group is one (fine-tuning, pre-training) budget; the scratch runs of
     the same fine-tuning budget and the proxy records of the same pre-training budget join it, so
-    scratch stands beside every pre-trained group it can be compared with.
+    scratch stands beside every pre-trained group it can be compared with. Methods pre-trained at
+    their own configured budgets share one group (:func:`_configured_budgets`).
     """
     parts = [_protocol_parts(r) for r in records]
+    shared = _configured_budgets(records, parts)
+    parts = [(ft, shared.get(pt, pt)) for ft, pt in parts]
     pairs = sorted({p for p in parts if p[0] is not None and p[1] is not None})
     ft_done = {ft for ft, _ in pairs}
     pt_done = {pt for _, pt in pairs}
@@ -1291,6 +1342,8 @@ def _protocol_groups(records: list[dict]) -> list[tuple[str | None, list[dict]]]
             or (ft is not None and pt is not None and rf == ft and rp is None)
             or (ft is not None and pt is not None and rf is None and rp == pt)
         ]
+        if pt is not None and pt.startswith(_CONFIGURED):
+            pt = _configured_title(pt, members)
         title = "; ".join(x for x in (ft, pt) if x is not None)
         groups.append((title, members))
     return groups or [(None, [])]

@@ -284,18 +284,33 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
         rec("tcpc", "classify", "fine-tune 100 epochs, pre-train 5 epochs", 0.72),
         rec("scratch", "classify", "fine-tune 1 epochs (reduced: the recipe has 100 epochs)", 0.6),
     ]
-    text = render_tables(records)
-    blocks = text.split("**tiny** — ")[1:]
-    titles = [b.splitlines()[0] for b in blocks]
+    def titles_and_blocks(records):
+        blocks = render_tables(records).split("**tiny** — ")[1:]
+        return [b.splitlines()[0] for b in blocks], blocks
+
+    # Each method at its configured budget (10 epochs of rubik, 5 of tcpc): one table.
+    titles, blocks = titles_and_blocks(records)
     assert titles == [
-        "fine-tune 100 epochs; pre-train 10 epochs",
-        "fine-tune 100 epochs; pre-train 5 epochs",
+        "fine-tune 100 epochs; pre-train as configured: 10 epochs (rubik), 5 epochs (tcpc)",
         "fine-tune 1 epochs (reduced: the recipe has 100 epochs)",
     ]
-    assert "| scratch | vgg3d | classify | 0.700" in blocks[0]
+    assert "| scratch | vgg3d | classify | 0.700" in blocks[0] and "tcpc" in blocks[0]
     assert "| rubik | vgg3d | proxy |" in blocks[0] and "0.500" in blocks[0]
-    assert "| scratch | vgg3d | classify | 0.700" in blocks[1] and "tcpc" in blocks[1]
-    assert "rubik" not in blocks[1] and "rubik" not in blocks[2]
+    assert "rubik" not in blocks[1]
+
+    # A reduced pre-training keeps its own table, with the scratch runs beside it.
+    reduced = "fine-tune 100 epochs, pre-train 2 epochs (reduced: the config has 10 epochs)"
+    titles, blocks = titles_and_blocks(records + [rec("ordering", "classify", reduced, 0.65)])
+    assert len(titles) == 3
+    block = blocks[titles.index(reduced.replace(", pre-train", "; pre-train"))]
+    assert "| scratch | vgg3d | classify | 0.700" in block and "tcpc" not in block
+
+    # One row at two unreduced budgets (say, the config's epochs changed): split, never mixed.
+    titles, _ = titles_and_blocks(records + [rec("rubik", "classify", records[3]["protocol"], 0.7)])
+    assert titles[:2] == [
+        "fine-tune 100 epochs; pre-train 10 epochs",
+        "fine-tune 100 epochs; pre-train 5 epochs",
+    ]
 
 
 def test_against_scratch_verdicts():
