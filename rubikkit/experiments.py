@@ -1099,7 +1099,9 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             for r in rows
         }
         # Records written before the singular was fixed say "1 torch threads".
-        devices = sorted({r["device"].replace(" 1 torch threads;", " 1 torch thread;") for r in recs})
+        devices = sorted(
+            {r["device"].replace(" 1 torch threads;", " 1 torch thread;") for r in recs}
+        )
         budgets = sorted(
             {(r["head"] == "proxy", r.get("epochs"), r.get("pretrain_epochs")) for r in recs},
             key=str,

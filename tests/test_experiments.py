@@ -284,6 +284,7 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
         rec("tcpc", "classify", "fine-tune 100 epochs, pre-train 5 epochs", 0.72),
         rec("scratch", "classify", "fine-tune 1 epochs (reduced: the recipe has 100 epochs)", 0.6),
     ]
+
     def titles_and_blocks(records):
         blocks = render_tables(records).split("**tiny** — ")[1:]
         return [b.splitlines()[0] for b in blocks], blocks
