@@ -1199,7 +1199,19 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     return lines
 
 
-_PROXY_METRICS = ("order_acc", "rot_acc", "hor_acc", "ver_acc", "cpc_acc", "loss_order")
+_PROXY_METRICS = (
+    "order_acc",
+    "rot_acc",
+    "hor_acc",
+    "ver_acc",
+    "cpc_acc",
+    "loss_order",
+    "order_ceiling",
+    "rot_ceiling",
+    "constant_cubes",
+)
+#: A proxy ceiling below this is worth a diagnostic line.
+CEILING_NOTED = 0.99
 #: A proxy accuracy at or above this is "nearly solved"; a top_share at or above it, a collapse.
 SATURATED = 0.95
 
@@ -1215,6 +1227,9 @@ def diagnose(records: list[dict]) -> list[str]:
       predicts most) is at least :data:`SATURATED` has *collapsed* onto one class at the selected
       epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
       ``top_share`` existed are counted apart.
+    * A cube-puzzle proxy record with a ceiling below 1 (``order_ceiling``, ``rot_ceiling``:
+      the best any model can do when rotations or swaps leave the cubes unchanged, see
+      :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`) is read against that ceiling.
     * Fine-tuning records of one setting whose ``init_digest`` differ started from different
       pre-trained weights: their spread is not fine-tuning noise alone.
     """
@@ -1241,6 +1256,22 @@ def diagnose(records: list[dict]) -> list[str]:
                 lines.append(
                     f"{method} ({bb}) proxy {m} {mean:.3f} (n={len(vals)}): nearly solved, "
                     "little left for its loss to teach"
+                )
+        for m in ("order_acc", "rot_acc"):
+            ceil = m.replace("_acc", "_ceiling")
+            pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
+            if pairs and min(c for _, c in pairs) < CEILING_NOTED:
+                acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1))
+                const = [v["constant_cubes"] for v in runs if "constant_cubes" in v]
+                why = (
+                    f"; {_mean_sd(const)[0]:.0%} of the test cubes hold a single value"
+                    if const
+                    else ""
+                )
+                lines.append(
+                    f"{method} ({bb}) proxy {m} {acc:.3f} of a ceiling of {top:.3f} "
+                    f"(n={len(pairs)}): no model can tell apart what leaves a cube "
+                    f"unchanged{why}"
                 )
     for (method, bb, lf), runs in sorted(heads.items(), key=lambda kv: str(kv[0])):
         shares = [v["top_share"] for v in runs if "top_share" in v]

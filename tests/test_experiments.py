@@ -369,6 +369,14 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "(init_digest): the seed spread includes the pre-training's"
     ]
     assert diagnose([dict(r, init_digest="aa") for r in records[-1:] * 2]) == []
+    # A rotation score read against the ceiling the volumes allow; a ceiling of 1 says nothing.
+    ceilings = dict(order_ceiling=1.0, rot_ceiling=0.8, constant_cubes=0.3)
+    capped = [rec("rubik", "proxy", 0, order_acc=0.9, rot_acc=0.6, **ceilings)]
+    assert diagnose(capped) == [
+        "rubik (resnet18) proxy rot_acc 0.600 of a ceiling of 0.800 (n=1): no model can tell "
+        "apart what leaves a cube unchanged; 30% of the test cubes hold a single value"
+    ]
+    assert diagnose([dict(capped[0], metrics=dict(capped[0]["metrics"], rot_ceiling=1.0))]) == []
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in records])  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 
 from rubikkit import RubikkitWarning
 from rubikkit.models import build_backbone, info_nce
-from rubikkit.ops import cell_origins, reference, rotation_bits, unpuzzle
+from rubikkit.ops import cell_origins, puzzle, reference, rotation_bits, unpuzzle
 from rubikkit.tasks import TASKS, ProxyTask, get_task
 from rubikkit.tasks.tcpc import U_PATH, grid_candidates
 
@@ -437,3 +437,63 @@ def test_tcpc_candidates_lie_inside_the_head_of_a_phantom():
         c = task.compute_candidates(v)
         assert 1 <= len(c) <= 8
         assert body_mask(v.numpy()[0])[tuple(c.T)].all()
+
+
+def _bayes_accuracies(task, volume):
+    """Order and rotation accuracy of the best possible guess, by enumerating every puzzle."""
+    perm_set, codes = task.perm_set, task.rotation_codes
+    K, M = perm_set.shape
+    rots = np.array(np.meshgrid(*[codes] * M, indexing="ij")).reshape(M, -1).T  # (R, M)
+    labels = np.repeat(np.arange(K), len(rots))
+    rots = np.tile(rots, (K, 1))
+    n = len(labels)
+    cube = task.cube_for(volume.shape)
+    origins = np.broadcast_to(
+        cell_origins(volume.shape[1:], (2, 2, 2), cube, jitter=False), (n, M, 3)
+    )
+    x = puzzle(np.ascontiguousarray(np.broadcast_to(volume, (n, *volume.shape))),
+               np.ascontiguousarray(origins), cube, perm_set[labels], rots).reshape(n, -1)  # fmt: skip
+    _, group = np.unique(x, axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.zeros((group.max() + 1, K))
+    np.add.at(order, (group, labels), 1)
+    rot = []
+    for m in range(M):
+        table = np.zeros((group.max() + 1, 4))
+        np.add.at(table, (group, rots[:, m]), 1)
+        rot.append(table.max(1).sum() / n)
+    return order.max(1).sum() / n, float(np.mean(rot))
+
+
+def test_puzzle_ceiling_equals_the_bayes_accuracy_of_every_puzzle():
+    # 8 cells of 2^3: six empty cubes (swaps among them are invisible, and so are their
+    # rotations), one cube that a horizontal turn leaves unchanged, one generic cube.
+    rng = np.random.default_rng(0)
+    volume = np.zeros((1, 4, 4, 4), np.float32)
+    cubes = [np.zeros((1, 2, 2, 2), np.float32) for _ in range(6)]
+    r = rng.random((1, 2, 2, 2)).astype(np.float32)
+    cubes += [r + reference.rotate_cube(r, 1), rng.random((1, 2, 2, 2)).astype(np.float32)]
+    for c, (z, y, x) in zip(cubes, cell_origins((4, 4, 4), (2, 2, 2), (2, 2, 2), jitter=False)):
+        volume[:, z : z + 2, y : y + 2, x : x + 2] = c
+    for name in ("rubik", "ordering"):
+        task = get_task(name, n_perms=24, cube_size=2)
+        ceiling = task.ceiling(volume[None])
+        order, rot = _bayes_accuracies(task, volume)
+        assert ceiling["order_ceiling"] == pytest.approx(order)
+        assert 0 < order < 1  # some of the 24 permutations differ only among the empty cubes
+        assert ceiling["constant_cubes"] == pytest.approx(6 / 8)
+        if name == "rubik":
+            assert ceiling["rot_ceiling"] == pytest.approx(rot)
+            assert rot == pytest.approx((6 * 1 / 3 + 2 / 3 + 1) / 8)
+        else:
+            assert "rot_ceiling" not in ceiling
+    # Volumes with texture everywhere leave nothing ambiguous; a streamed iterable works too.
+    task = get_task("rubik", n_perms=12)
+    noisy = (torch.rand(1, 16, 16, 16, generator=gen(1)) for _ in range(3))
+    assert task.ceiling(noisy) == {"order_ceiling": 1.0, "rot_ceiling": 1.0, "constant_cubes": 0.0}
+    with pytest.raises(ValueError, match="volumes"):
+        task.ceiling(np.zeros((16, 16, 16)))
+    with pytest.raises(ValueError, match="volumes: empty"):
+        task.ceiling([])
+    with pytest.raises(ValueError, match=r"volumes\[1\]"):
+        task.ceiling([np.zeros((1, 16, 16, 16)), np.zeros((16, 16, 16))])

@@ -204,6 +204,70 @@ class CubePuzzleTask(ProxyTask):
             dropout=self.dropout,
         )
 
+    def ceiling(self, volumes) -> dict[str, float]:
+        """The best proxy accuracies that any model can reach on ``volumes`` in evaluation.
+
+        Evaluation cuts centred cubes (no jitter), so the cubes of a volume are fixed; only the
+        permutation and the rotations are drawn. A rotation that leaves a cube unchanged (an empty
+        or full cube, or a symmetric one) cannot be seen, and two permutations that differ only
+        by swapping identical cubes give identical inputs. Per cube, the rotation ceiling is the
+        number of distinct images among its rotations divided by the number of rotation codes;
+        per volume, the ordering ceiling is the number of distinct sequences of cube contents
+        among the K permutations divided by K (the Bayes accuracy of uniform labels).
+
+        Cubes are compared exactly. Two different cubes of which one is a rotation of the other
+        would add confusions not counted here, so the values are upper bounds: exact for binary
+        masks, near 1 for volumes with texture.
+
+        Parameters
+        ----------
+        volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
+            For example the ``image`` of every item of a split.
+
+        Returns
+        -------
+        dict
+            ``order_ceiling``, ``rot_ceiling`` (tasks with rotations) and ``constant_cubes``
+            (the share of cubes holding a single value).
+        """
+        from rubikkit.ops import reference
+
+        if isinstance(volumes, (np.ndarray, torch.Tensor)) and volumes.ndim != 5:
+            raise ValueError(
+                f"volumes: expected (B, C, D, H, W) or an iterable of (C, D, H, W), "
+                f"got shape {tuple(volumes.shape)}"
+            )
+        perm_set = self.perm_set
+        codes = self.rotation_codes
+        order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
+        for i, vol in enumerate(volumes):
+            v = vol.detach().cpu().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol)
+            if v.ndim != 4:
+                raise ValueError(f"volumes[{i}]: expected (C, D, H, W), got shape {v.shape}")
+            check_volumes(torch.from_numpy(np.ascontiguousarray(v[None])), self.min_volume_shape)
+            cube = self.cube_for(v.shape)
+            origins = sample_origins(1, (1, *v.shape), grid=self.grid, cube_size=cube, jitter=False)
+            cubes = [
+                np.ascontiguousarray(v[:, z : z + cube[0], y : y + cube[1], x : x + cube[2]])
+                for z, y, x in origins[0]
+            ]
+            ids: dict[bytes, int] = {}
+            classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
+            order += len(np.unique(classes[perm_set], axis=0)) / len(perm_set)
+            for c in cubes:
+                seen = {np.ascontiguousarray(reference.rotate_cube(c, k)).tobytes() for k in codes}
+                rot += len(seen) / len(codes)
+                constant += bool(c.min() == c.max())
+            n_cubes += len(cubes)
+            n += 1
+        if n == 0:
+            raise ValueError("volumes: empty")
+        out = {"order_ceiling": order / n}
+        if self.rotation:
+            out["rot_ceiling"] = rot / n_cubes
+        out["constant_cubes"] = constant / n_cubes
+        return out
+
     # --- batches, loss, metrics ----------------------------------------------------------------
 
     def build_batch(self, volumes: torch.Tensor, generator, train: bool = True) -> dict:

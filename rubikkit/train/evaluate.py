@@ -2,7 +2,9 @@
 
 A fine-tuning checkpoint gives the target metrics (accuracy and AUC, or mIoU and Dice); a
 pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns
-of Table 1 of Zhuang et al. 2019). The model is rebuilt from the checkpoint's config and loaded
+of Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best
+any model can do when rotations or swaps leave the cubes unchanged,
+:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`). The model is rebuilt from the checkpoint's config and loaded
 strictly. Runs in one process (under ``torchrun`` every rank would score the same split).
 """
 
@@ -135,6 +137,8 @@ def evaluate(
             progress=progress,
             desc=f"evaluate {split}",
         )
+        if hasattr(task, "ceiling"):  # what the volumes allow any model (cube puzzles)
+            metrics.update(task.ceiling(item["image"] for item in dataset))
         method = cfg["task"]
     else:
         if len(dataset.class_names) != int(cfg["n_classes"]):
