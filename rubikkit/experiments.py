@@ -1209,9 +1209,13 @@ _PROXY_METRICS = (
     "order_ceiling",
     "rot_ceiling",
     "constant_cubes",
+    "order_chance",
+    "rot_chance",
 )
 #: A proxy ceiling below this is worth a diagnostic line.
 CEILING_NOTED = 0.99
+#: A proxy accuracy at most this many times its chance level counts as not learned.
+NEAR_CHANCE = 1.5
 #: A proxy accuracy at or above this is "nearly solved"; a top_share at or above it, a collapse.
 SATURATED = 0.95
 
@@ -1227,6 +1231,8 @@ def diagnose(records: list[dict]) -> list[str]:
       predicts most) is at least :data:`SATURATED` has *collapsed* onto one class at the selected
       epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
       ``top_share`` existed are counted apart.
+    * A cube-puzzle proxy accuracy within :data:`NEAR_CHANCE` times its chance level
+      (``order_chance``, ``rot_chance``) in every run was not learned.
     * A cube-puzzle proxy record with a ceiling below 1 (``order_ceiling``, ``rot_ceiling``:
       the best any model can do when rotations or swaps leave the cubes unchanged, see
       :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`) is read against that ceiling.
@@ -1258,6 +1264,15 @@ def diagnose(records: list[dict]) -> list[str]:
                     "little left for its loss to teach"
                 )
         for m in ("order_acc", "rot_acc"):
+            chance = [
+                v[m.replace("_acc", "_chance")] for v in runs if m.replace("_acc", "_chance") in v
+            ]
+            vals = [v[m] for v in runs if m in v]
+            if chance and vals and max(vals) <= NEAR_CHANCE * max(chance):
+                lines.append(
+                    f"{method} ({bb}) proxy {m} {_mean_sd(vals)[0]:.3f} (n={len(vals)}): at chance "
+                    f"({max(chance):.3f}), not learned in these epochs"
+                )
             ceil = m.replace("_acc", "_ceiling")
             pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
             if pairs and min(c for _, c in pairs) < CEILING_NOTED:

@@ -377,6 +377,16 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "apart what leaves a cube unchanged; 30% of the test cubes hold a single value"
     ]
     assert diagnose([dict(capped[0], metrics=dict(capped[0]["metrics"], rot_ceiling=1.0))]) == []
+    # An accuracy at chance in every run: the task was not learned.
+    chance = dict(order_chance=0.001, rot_chance=1 / 3)
+    stuck = [
+        rec("rubik", "proxy", s, order_acc=a, rot_acc=0.7, **chance)
+        for s, a in enumerate([0, 0.0015])
+    ]
+    assert diagnose(stuck) == [
+        "rubik (resnet18) proxy order_acc 0.001 (n=2): at chance (0.001), not learned in these epochs"
+    ]
+    assert diagnose(stuck[:1] + [rec("rubik", "proxy", 1, order_acc=0.01, **chance)]) == []
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in records])  # fmt: skip

@@ -490,7 +490,13 @@ def test_puzzle_ceiling_equals_the_bayes_accuracy_of_every_puzzle():
     # Volumes with texture everywhere leave nothing ambiguous; a streamed iterable works too.
     task = get_task("rubik", n_perms=12)
     noisy = (torch.rand(1, 16, 16, 16, generator=gen(1)) for _ in range(3))
-    assert task.ceiling(noisy) == {"order_ceiling": 1.0, "rot_ceiling": 1.0, "constant_cubes": 0.0}
+    assert task.ceiling(noisy) == {
+        "order_ceiling": 1.0,
+        "order_chance": 1 / 12,
+        "rot_ceiling": 1.0,
+        "rot_chance": 1 / 3,
+        "constant_cubes": 0.0,
+    }
     with pytest.raises(ValueError, match="volumes"):
         task.ceiling(np.zeros((16, 16, 16)))
     with pytest.raises(ValueError, match="volumes: empty"):

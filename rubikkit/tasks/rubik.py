@@ -227,8 +227,9 @@ class CubePuzzleTask(ProxyTask):
         Returns
         -------
         dict
-            ``order_ceiling``, ``rot_ceiling`` (tasks with rotations) and ``constant_cubes``
-            (the share of cubes holding a single value).
+            ``order_ceiling``, ``rot_ceiling`` (tasks with rotations), ``constant_cubes``
+            (the share of cubes holding a single value), and for scale the chance levels
+            ``order_chance`` (1/K) and ``rot_chance`` (one over the number of rotation codes).
         """
         from rubikkit.ops import reference
 
@@ -262,9 +263,9 @@ class CubePuzzleTask(ProxyTask):
             n += 1
         if n == 0:
             raise ValueError("volumes: empty")
-        out = {"order_ceiling": order / n}
+        out = {"order_ceiling": order / n, "order_chance": 1.0 / len(perm_set)}
         if self.rotation:
-            out["rot_ceiling"] = rot / n_cubes
+            out.update(rot_ceiling=rot / n_cubes, rot_chance=1.0 / len(codes))
         out["constant_cubes"] = constant / n_cubes
         return out
 
