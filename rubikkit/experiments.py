@@ -1273,6 +1273,7 @@ def diagnose(records: list[dict]) -> list[str]:
                     f"{method} ({bb}) proxy {m} {_mean_sd(vals)[0]:.3f} (n={len(vals)}): at chance "
                     f"({max(chance):.3f}), not learned in these epochs"
                 )
+                continue  # far below any ceiling: the ceiling explains nothing here
             ceil = m.replace("_acc", "_ceiling")
             pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
             if pairs and min(c for _, c in pairs) < CEILING_NOTED:
