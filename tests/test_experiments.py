@@ -387,7 +387,8 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     assert diagnose(stuck) == [
         "rubik (resnet18) proxy order_acc 0.001 (n=2): at chance (0.001), not learned in these epochs"
     ]
-    assert diagnose(stuck[:1] + [rec("rubik", "proxy", 1, order_acc=0.01, **chance)]) == []
+    learning = diagnose(stuck[:1] + [rec("rubik", "proxy", 1, order_acc=0.01, **chance)])
+    assert len(learning) == 1 and "of a ceiling of 0.980" in learning[0]  # one run left chance
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in records])  # fmt: skip
