@@ -1263,10 +1263,11 @@ def diagnose(records: list[dict]) -> list[str]:
                     f"{method} ({bb}) proxy {m} {mean:.3f} (n={len(vals)}): nearly solved, "
                     "little left for its loss to teach"
                 )
-        for m in ("order_acc", "rot_acc"):
-            chance = [
-                v[m.replace("_acc", "_chance")] for v in runs if m.replace("_acc", "_chance") in v
-            ]
+        for m, chance_key, ceil in (
+            ("order_acc", "order_chance", "order_ceiling"),
+            ("rot_acc", "rot_chance", "rot_ceiling"),
+        ):
+            chance = [v[chance_key] for v in runs if chance_key in v]
             vals = [v[m] for v in runs if m in v]
             if chance and vals and max(vals) <= NEAR_CHANCE * max(chance):
                 lines.append(
@@ -1274,7 +1275,6 @@ def diagnose(records: list[dict]) -> list[str]:
                     f"({max(chance):.3f}), not learned in these epochs"
                 )
                 continue  # far below any ceiling: the ceiling explains nothing here
-            ceil = m.replace("_acc", "_ceiling")
             pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
             if pairs and min(c for _, c in pairs) < CEILING_NOTED:
                 acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1))
@@ -1339,28 +1339,25 @@ def _configured_budgets(records: list[dict], parts: list[tuple]) -> dict[str, st
     keys = {}
     for _, pt in parts:
         if pt is not None and "(reduced" not in pt:
-            head, sep, rest = pt.partition(",")
+            _, sep, rest = pt.partition(",")
             keys[pt] = _CONFIGURED + sep + rest
     return keys
 
 
 def _configured_title(pt: str, members: list[dict]) -> str:
     """'pre-train as configured: 10 epochs (rubik, ordering), 5 epochs (tcpc), ...'."""
-    by_budget: dict[str, list[str]] = {}
+    order = {m: i for i, m in enumerate(METHODS)}
+    by_budget: dict[str, set] = {}
     for r in members:
-        proto = r.get("protocol") or ""
-        budget = proto.partition("pre-train ")[2].split(",")[0] if "pre-train " in proto else None
-        if budget:
+        own = _protocol_parts(r)[1]
+        if own is not None:
+            budget = own.removeprefix("pre-train ").split(",")[0]
             label = method_label(r["method"], r.get("variant"))
-            names = by_budget.setdefault(budget, [])
-            if label not in names:
-                names.append(label)
+            by_budget.setdefault(budget, set()).add((order.get(r["method"], len(order)), label))
     if len(by_budget) == 1:
         return "pre-train " + next(iter(by_budget)) + pt[len(_CONFIGURED) :]
-    order = {m: i for i, m in enumerate(METHODS)}
     listed = ", ".join(
-        f"{b} ({', '.join(sorted(n, key=lambda x: (order.get(x.split(' [')[0], len(order)), x)))})"
-        for b, n in by_budget.items()
+        f"{b} ({', '.join(label for _, label in sorted(rows))})" for b, rows in by_budget.items()
     )
     return f"{_CONFIGURED}: {listed}" + pt[len(_CONFIGURED) :]
 

@@ -34,6 +34,7 @@ from torch import nn
 
 from rubikkit.models.siamese import SiameseOctad
 from rubikkit.ops import (
+    cell_origins,
     hamming_permutations,
     puzzle,
     rotation_bits,
@@ -247,10 +248,10 @@ class CubePuzzleTask(ProxyTask):
                 raise ValueError(f"volumes[{i}]: expected (C, D, H, W), got shape {v.shape}")
             check_volumes(torch.from_numpy(np.ascontiguousarray(v[None])), self.min_volume_shape)
             cube = self.cube_for(v.shape)
-            origins = sample_origins(1, (1, *v.shape), grid=self.grid, cube_size=cube, jitter=False)
+            origins = cell_origins(v.shape[1:], self.grid, cube, jitter=False)
             cubes = [
                 np.ascontiguousarray(v[:, z : z + cube[0], y : y + cube[1], x : x + cube[2]])
-                for z, y, x in origins[0]
+                for z, y, x in origins
             ]
             ids: dict[bytes, int] = {}
             classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
