@@ -465,7 +465,9 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
         assert rec["epochs"] > 0 and "/" not in rec["device"]
     ft = {r["method"]: r for r in records if r["head"] == "classify"}
     assert set(ft) == {"scratch", "rubik"}
-    assert {"acc", "auc"} <= set(ft["scratch"]["metrics"])
+    assert {"acc", "auc", "bal_acc", "top_share"} <= set(ft["scratch"]["metrics"])
+    # Binary labels and a validation split: ACC at the cut chosen on validation too.
+    assert 0 <= ft["scratch"]["metrics"]["acc_val_thr"] <= 1 and "val_thr" in ft["rubik"]["metrics"]
     assert ft["rubik"]["pretrain_epochs"] is not None and ft["scratch"]["pretrain_epochs"] is None
     # The pre-trained weights a record started from, by digest (the proxy scores the same ones).
     best = tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik" / "best.pt"

@@ -12,6 +12,7 @@ import torch
 
 from rubikkit.train import (
     accuracy,
+    accuracy_at_threshold,
     balanced_accuracy,
     classification_metrics,
     confusion_matrix,
@@ -24,6 +25,7 @@ from rubikkit.train import (
     roc_auc,
     save_checkpoint,
     segmentation_metrics,
+    validation_threshold,
 )
 from rubikkit.train.checkpoint import restore_rng_state, rng_state
 
@@ -89,6 +91,52 @@ def test_balanced_accuracy_skips_absent_classes_and_checks_shapes():
         balanced_accuracy([0, 1], [0, 1, 1])
     with pytest.raises(ValueError, match="y_pred"):
         balanced_accuracy([0, 1], np.zeros((2, 2, 2)))
+
+
+def test_validation_threshold_known_cuts():
+    # Sorted: 0.1 (0), 0.35 (1), 0.4 (0), 0.8 (1). Cuts at 0.225 and 0.6 both get 3 of 4 right;
+    # the one nearer the usual 0.5 wins.
+    y, s = [0, 1, 0, 1], [0.1, 0.35, 0.4, 0.8]
+    assert validation_threshold(y, s) == pytest.approx(0.6)
+    assert accuracy_at_threshold(y, s, 0.6) == 0.75
+    # All scores below 0.5 but separable: argmax calls everything 0, the chosen cut separates.
+    y, s = [0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]
+    assert validation_threshold(y, s) == pytest.approx(0.25)
+    probs = np.stack([1 - np.array(s), s], axis=1)
+    assert accuracy(y, probs) == 0.5
+    assert accuracy_at_threshold(y, probs, validation_threshold(y, probs)) == 1.0
+    # Nothing to tell apart: the default stays.
+    assert validation_threshold([], []) == 0.5
+    assert math.isnan(accuracy_at_threshold([], [], 0.5))
+
+
+def test_validation_threshold_never_splits_tied_scores():
+    assert validation_threshold([0, 1, 1, 0], [0.3, 0.3, 0.7, 0.7]) == pytest.approx(0.5)
+    # Three equal scores: all class 1 (2 of 3 right) beats all class 0; no cut separates them.
+    cut = validation_threshold([0, 1, 1], [0.4, 0.4, 0.4])
+    assert cut == 0.4 and accuracy_at_threshold([0, 1, 1], [0.4, 0.4, 0.4], cut) == pytest.approx(
+        2 / 3
+    )
+
+
+def test_validation_threshold_is_the_best_cut():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 30))
+        y = rng.integers(0, 2, n)
+        s = np.round(rng.random(n), 1)  # ties on purpose
+        cut = validation_threshold(y, s)
+        best = max(accuracy_at_threshold(y, s, t) for t in [*np.unique(s), 2.0])
+        assert accuracy_at_threshold(y, s, cut) == pytest.approx(best)
+
+
+def test_threshold_metrics_reject_non_binary_input():
+    with pytest.raises(ValueError, match="scores: a threshold needs two classes"):
+        validation_threshold([0, 1], np.full((2, 3), 1 / 3))
+    with pytest.raises(ValueError, match="y_true: a threshold needs binary labels"):
+        accuracy_at_threshold([0, 2], [0.1, 0.9], 0.5)
+    with pytest.raises(ValueError, match="scores: expected finite"):
+        validation_threshold([0, 1], [0.1, float("nan")])
 
 
 def test_roc_auc_undefined_is_nan():

@@ -99,7 +99,16 @@ def _lrs(log_path):
 
 
 def test_finetune_follows_the_step_schedule_and_records_augment(tmp_path):
-    from rubikkit.train import evaluate, finetune
+    from rubikkit.data import open_dataset
+    from rubikkit.train import (
+        accuracy,
+        accuracy_at_threshold,
+        evaluate,
+        finetune,
+        load_model,
+        validation_threshold,
+    )
+    from rubikkit.train.finetune import evaluate_target
 
     out = tmp_path / "ft"
     finetune(
@@ -125,6 +134,29 @@ def test_finetune_follows_the_step_schedule_and_records_augment(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     res = evaluate(out / "best.pt", split="val", device="cpu", progress=False)
     assert res["splits"]["val"]["loss"] == pytest.approx(metrics["splits"]["val"]["loss"])
+    assert "acc_val_thr" not in res["splits"]["val"]  # no cut chosen on the split it scores
+    # Away from the validation split, ACC also comes at the cut chosen on it.
+    test = evaluate(out / "best.pt", split="test", device="cpu", progress=False)["splits"]["test"]
+    model, _, _ = load_model(out / "best.pt")
+    scores = {name: {} for name in ("val", "test")}
+    for name, got in scores.items():
+        ds = open_dataset("phantoms:nodule", name, **PHANTOM)
+        evaluate_target(
+            "classify",
+            model,
+            ds,
+            batch_size=2,
+            device=torch.device("cpu"),
+            class_names=list(ds.class_names),
+            augment="voxel_scale",
+            scores=got,
+        )
+    cut = validation_threshold(scores["val"]["labels"], scores["val"]["probs"])
+    assert test["val_thr"] == pytest.approx(cut)
+    assert test["acc_val_thr"] == pytest.approx(
+        accuracy_at_threshold(scores["test"]["labels"], scores["test"]["probs"], cut)
+    )
+    assert test["acc"] == pytest.approx(accuracy(scores["test"]["labels"], scores["test"]["probs"]))
 
 
 def test_finetune_rejects_milestones_without_epochs(tmp_path):

@@ -17,6 +17,7 @@ from rubikkit.train.evaluate import evaluate, load_model
 from rubikkit.train.finetune import finetune, label_subset, load_init
 from rubikkit.train.metrics import (
     accuracy,
+    accuracy_at_threshold,
     balanced_accuracy,
     classification_metrics,
     confusion_matrix,
@@ -25,12 +26,14 @@ from rubikkit.train.metrics import (
     mean_iou,
     roc_auc,
     segmentation_metrics,
+    validation_threshold,
 )
 from rubikkit.train.pretrain import pretrain
 from rubikkit.train.runs import to_record
 
 __all__ = [
     "accuracy",
+    "accuracy_at_threshold",
     "balanced_accuracy",
     "classification_metrics",
     "confusion_matrix",
@@ -48,4 +51,5 @@ __all__ = [
     "save_checkpoint",
     "segmentation_metrics",
     "to_record",
+    "validation_threshold",
 ]

@@ -4,8 +4,12 @@ A fine-tuning checkpoint gives the target metrics (accuracy and AUC, or mIoU and
 pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns
 of Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best
 any model can do when rotations or swaps leave the cubes unchanged,
-:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`). The model is rebuilt from the checkpoint's config and loaded
-strictly. Runs in one process (under ``torchrun`` every rank would score the same split).
+:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`). A binary classifier scored on its own data
+set, away from the validation split it was selected on, also gets ``acc_val_thr``: its accuracy
+when the cut on the class-1 probability is chosen on that validation split (``val_thr``,
+:func:`rubikkit.train.metrics.validation_threshold`) instead of the softmax's 0.5. The model is
+rebuilt from the checkpoint's config and loaded strictly. Runs in one process (under ``torchrun``
+every rank would score the same split).
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def evaluate(
         ``splits`` = {split: metrics}; :func:`rubikkit.train.to_record` makes it a record.
     """
     from rubikkit.train.finetune import evaluate_target
+    from rubikkit.train.metrics import accuracy_at_threshold, validation_threshold
     from rubikkit.train.pretrain import evaluate_proxy
 
     t0 = time.perf_counter()
@@ -146,19 +151,39 @@ def evaluate(
                 f"data: {spec!r} has {len(dataset.class_names)} classes, the checkpoint "
                 f"predicts {cfg['n_classes']}"
             )
-        metrics = evaluate_target(
-            cfg["head"],
-            model,
-            dataset,
-            batch_size=bs,
-            device=dev,
-            workers=workers,
-            amp=use_amp,
-            class_names=list(dataset.class_names),
-            progress=progress,
-            desc=f"evaluate {split}",
-            augment=cfg.get("augment"),
-        )
+
+        def score(ds, name, scores=None):
+            return evaluate_target(
+                cfg["head"],
+                model,
+                ds,
+                batch_size=bs,
+                device=dev,
+                workers=workers,
+                amp=use_amp,
+                class_names=list(ds.class_names),
+                progress=progress,
+                desc=f"evaluate {name}",
+                augment=cfg.get("augment"),
+                scores=scores,
+            )
+
+        val_split = cfg.get("val_split")
+        binary = cfg["head"] == "classify" and int(cfg["n_classes"]) == 2
+        own_data = spec == cfg.get("data")  # the validation split the run was selected on
+        if binary and own_data and val_split and val_split != split:
+            # ACC at a cut chosen on the validation split (where the model was selected), next
+            # to ACC at the softmax's 0.5: see rubikkit.train.metrics.validation_threshold.
+            test_scores, val_scores = {}, {}
+            metrics = score(dataset, split, test_scores)
+            score(open_split(spec, val_split, opts), val_split, val_scores)
+            cut = validation_threshold(val_scores["labels"], val_scores["probs"])
+            metrics["val_thr"] = cut
+            metrics["acc_val_thr"] = accuracy_at_threshold(
+                test_scores["labels"], test_scores["probs"], cut
+            )
+        else:
+            metrics = score(dataset, split)
         method = cfg.get("method", "scratch")
     result = {
         "kind": "evaluate",

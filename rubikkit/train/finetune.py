@@ -207,11 +207,13 @@ def evaluate_target(
     progress=False,
     desc="val",
     augment: str | None = None,
+    scores: dict | None = None,
 ) -> dict:
     """Metrics of a classifier (``loss``, ``acc``, ``auc``) or segmenter (``loss``, ``miou``,
     ``dice``, per-class IoU and Dice, from one confusion matrix over the split).
 
-    ``augment`` is applied in evaluation mode (``"voxel_scale"``: volumes times 0.5).
+    ``augment`` is applied in evaluation mode (``"voxel_scale"``: volumes times 0.5). A classifier
+    also fills ``scores``, when given, with ``probs`` (N, K) and ``labels`` (N,) of the split.
     """
     from tqdm.auto import tqdm
 
@@ -248,7 +250,10 @@ def evaluate_target(
     model.train(was_training)
     out = {"loss": loss_sum / max(n, 1)}
     if head == "classify":
-        out.update(classification_metrics(torch.cat(labels), torch.cat(probs)))
+        y_all, p_all = torch.cat(labels), torch.cat(probs)
+        out.update(classification_metrics(y_all, p_all))
+        if scores is not None:
+            scores.update(probs=p_all, labels=y_all)
     else:
         out.update(segmentation_metrics(conf.cpu(), class_names))
     return out

@@ -18,6 +18,7 @@ import torch
 
 __all__ = [
     "accuracy",
+    "accuracy_at_threshold",
     "balanced_accuracy",
     "classification_metrics",
     "confusion_matrix",
@@ -26,6 +27,7 @@ __all__ = [
     "mean_iou",
     "roc_auc",
     "segmentation_metrics",
+    "validation_threshold",
 ]
 
 
@@ -151,6 +153,84 @@ def balanced_accuracy(y_true, y_pred) -> float:
     if y.size == 0:
         return float("nan")
     return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
+
+
+def _binary_scores(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
+    s = _numpy(scores, "scores").astype(np.float64)
+    if s.ndim == 2:
+        if s.shape[1] != 2:
+            raise ValueError(f"scores: a threshold needs two classes, got {s.shape[1]} columns")
+        s = s[:, 1]
+    elif s.ndim != 1:
+        raise ValueError(f"scores: expected (N,) or (N, 2), got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores: expected finite numbers")
+    y = _labels(y_true, s.shape[0])
+    if y.size and (y.min() < 0 or y.max() > 1):
+        raise ValueError("y_true: a threshold needs binary labels (0 or 1)")
+    return y, s
+
+
+def accuracy_at_threshold(y_true, scores, threshold: float) -> float:
+    """Accuracy when an item is called class 1 if its class-1 score is at least ``threshold``.
+
+    Parameters
+    ----------
+    y_true : (N,) array of 0 and 1
+    scores : (N,) class-1 scores, or (N, 2) class probabilities (column 1 is used)
+    threshold : float
+
+    Returns
+    -------
+    float
+        NaN for N = 0.
+    """
+    y, s = _binary_scores(y_true, scores)
+    if y.size == 0:
+        return float("nan")
+    return float(np.mean((s >= float(threshold)).astype(np.int64) == y))
+
+
+def validation_threshold(y_true, scores, default: float = 0.5) -> float:
+    """The threshold on the class-1 score that maximises accuracy on these (validation) items.
+
+    Selecting a fine-tuned model by validation AUC rewards ranking, not the 0.5 cut of the softmax:
+    a model picked early in training can rank the test items well and still call most of them one
+    class. Choosing the cut on the validation split, where the model was selected, and applying it
+    unchanged to the test split separates the two (the ``acc_val_thr`` metric of
+    :func:`rubikkit.train.evaluate`).
+
+    Candidates are the midpoints between consecutive distinct scores, plus one cut below and one
+    above all of them; of the cuts with the best accuracy, the one closest to ``default`` is
+    returned (so a split that cannot tell the cuts apart keeps the usual 0.5).
+
+    Parameters
+    ----------
+    y_true : (N,) array of 0 and 1
+    scores : (N,) class-1 scores, or (N, 2) class probabilities
+    default : float
+
+    Returns
+    -------
+    float
+        ``default`` when N = 0.
+    """
+    y, s = _binary_scores(y_true, scores)
+    if y.size == 0:
+        return float(default)
+    order = np.argsort(s, kind="stable")
+    s, y = s[order], y[order]
+    # Cut i calls items i.. positive: correct = negatives before i + positives from i on.
+    neg_before = np.concatenate([[0], np.cumsum(y == 0)])
+    pos_from = np.concatenate([np.cumsum((y == 1)[::-1])[::-1], [0]])
+    correct = neg_before + pos_from
+    mid = (s[:-1] + s[1:]) / 2
+    mid = np.where(mid > s[:-1], mid, s[1:])  # adjacent floats: the midpoint rounds down
+    cuts = np.concatenate([[s[0]], mid, [np.nextafter(s[-1], np.inf)]])
+    valid = np.concatenate([[True], s[:-1] < s[1:], [True]])  # tied scores cannot be split
+    best = correct[valid].max()
+    candidates = cuts[valid & (correct == best)]
+    return float(candidates[np.argmin(np.abs(candidates - default))])
 
 
 def classification_metrics(y_true, probs) -> dict[str, float]:
