@@ -1236,6 +1236,9 @@ def diagnose(records: list[dict]) -> list[str]:
     * A cube-puzzle proxy record with a ceiling below 1 (``order_ceiling``, ``rot_ceiling``:
       the best any model can do when rotations or swaps leave the cubes unchanged, see
       :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`) is read against that ceiling.
+    * A fine-tuned binary classifier whose ``acc_val_thr`` (test ACC at the cut chosen on the
+      validation split) beats its ``acc`` (at the softmax's 0.5) by more than the seed sd of
+      ``acc`` loses its ACC to the threshold, not to its ranking of the volumes.
     * Fine-tuning records of one setting whose ``init_digest`` differ started from different
       pre-trained weights: their spread is not fine-tuning noise alone.
     """
@@ -1300,6 +1303,16 @@ def diagnose(records: list[dict]) -> list[str]:
                 "(collapse: ACC is that class's share, AUC still ranks)"
                 + (f"; {older} older runs have no top_share" if older else "")
             )
+        cut = [(v["acc"], v["acc_val_thr"]) for v in runs if "acc" in v and "acc_val_thr" in v]
+        if len(cut) >= 2:
+            (at_half, sd), (at_cut, _) = (_mean_sd([c[i] for c in cut]) for i in (0, 1))
+            if at_cut - at_half > sd:
+                higher = sum(t > a for a, t in cut)
+                lines.append(
+                    f"{method} ({bb}, {_lf_label(lf)} of the labels): ACC {at_half:.3f} at the "
+                    f"softmax's 0.5 but {at_cut:.3f} at the cut chosen on validation (n={len(cut)}, "
+                    f"higher in {higher}): the threshold costs the ACC, not the ranking"
+                )
     for (label, bb, head), found in sorted(inits.items()):
         if len(found) > 1:
             lines.append(

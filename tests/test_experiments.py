@@ -369,6 +369,20 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "(init_digest): the seed spread includes the pre-training's"
     ]
     assert diagnose([dict(r, init_digest="aa") for r in records[-1:] * 2]) == []
+    # ACC lost to the 0.5 cut: the cut chosen on validation recovers more than the seed sd.
+    cut = [
+        rec("tcpc", "classify", 0, acc=0.25, acc_val_thr=0.70, top_share=0.99),
+        rec("tcpc", "classify", 1, acc=0.57, acc_val_thr=0.74, top_share=0.62),
+        rec("tcpc", "classify", 2, acc=0.38, acc_val_thr=0.66, top_share=0.80),
+    ]
+    assert diagnose(cut) == [
+        "tcpc (resnet18, 0.1 of the labels): 1 of 3 runs predict one class for at least 95% of "
+        "the test volumes (collapse: ACC is that class's share, AUC still ranks)",
+        "tcpc (resnet18, 0.1 of the labels): ACC 0.400 at the softmax's 0.5 but 0.700 at the cut "
+        "chosen on validation (n=3, higher in 3): the threshold costs the ACC, not the ranking",
+    ]
+    assert diagnose([dict(r, metrics=dict(r["metrics"], acc_val_thr=0.45)) for r in cut[1:]]) == []
+    assert len(diagnose(cut[:1])) == 1  # the collapse only: one run has no sd, no claim
     # A rotation score read against the ceiling the volumes allow; a ceiling of 1 says nothing.
     ceilings = dict(order_ceiling=1.0, rot_ceiling=0.8, constant_cubes=0.3)
     capped = [rec("rubik", "proxy", 0, order_acc=0.9, rot_acc=0.6, **ceilings)]
