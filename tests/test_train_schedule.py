@@ -184,3 +184,28 @@ def test_finetune_rejects_milestones_without_epochs(tmp_path):
             device="cpu",
             progress=False,
         )
+
+
+def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
+    import importlib
+
+    ft = importlib.import_module("rubikkit.train.finetune")  # the module, not the function
+    runs = importlib.import_module("rubikkit.train.runs")
+
+    # The commit is read when the run starts; a later checkout must not relabel it.
+    monkeypatch.setattr(ft, "git_commit", lambda: "started-here")
+    monkeypatch.setattr(runs, "git_commit", lambda: "moved-on")
+    out = tmp_path / "ft"
+    summary = ft.finetune(
+        "scratch",
+        "phantoms:nodule",
+        out=out,
+        backbone_options=TINY,
+        data_options=PHANTOM,
+        max_steps=1,
+        batch_size=2,
+        device="cpu",
+        progress=False,
+    )
+    assert summary["commit"] == "started-here"
+    assert json.loads((out / "config.json").read_text())["commit"] == "started-here"

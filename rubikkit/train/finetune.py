@@ -27,6 +27,7 @@ from rubikkit.train.loop import Selection, fit, seed_everything, write_json
 from rubikkit.train.metrics import classification_metrics, confusion_matrix, segmentation_metrics
 from rubikkit.train.runs import (
     eval_loader,
+    git_commit,
     open_split,
     options_dict,
     resolve_amp,
@@ -387,6 +388,7 @@ def finetune(
             "lr_gamma": float(lr_gamma) if milestones else None,
             "augment": augment,
             "seed": seed,
+            "commit": git_commit(),  # when this session of the run started
             "amp": use_amp,
             "device": str(ctx.device),
             "world_size": ctx.world_size,

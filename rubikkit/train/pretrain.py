@@ -20,6 +20,7 @@ from rubikkit.train.loop import Selection, derived_seed, fit, seed_everything, w
 from rubikkit.train.runs import (
     IndexedDataset,
     eval_loader,
+    git_commit,
     open_split,
     options_dict,
     resolve_amp,
@@ -212,6 +213,7 @@ def pretrain(
             "lr_milestones": list(milestones) or None,
             "lr_gamma": float(lr_gamma) if milestones else None,
             "seed": seed,
+            "commit": git_commit(),  # when this session of the run started
             "amp": use_amp,
             "device": str(ctx.device),
             "world_size": ctx.world_size,

@@ -173,7 +173,7 @@ def run_summary(config: dict, result: dict, *, method: str) -> dict:
         "seed": config["seed"],
         "epochs": round(float(result.get("epochs_run", result["epoch"])), 4),
         "steps": result["step"],
-        "commit": git_commit(),
+        "commit": config.get("commit") or git_commit(),
         "device": config["device"],
         "world_size": config.get("world_size", 1),
         "wall_s": result["wall_s"],
