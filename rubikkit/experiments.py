@@ -1238,7 +1238,8 @@ def diagnose(records: list[dict]) -> list[str]:
       :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`) is read against that ceiling.
     * A fine-tuned binary classifier whose ``acc_val_thr`` (test ACC at the cut chosen on the
       validation split) beats its ``acc`` (at the softmax's 0.5) by more than the seed sd of
-      ``acc`` loses its ACC to the threshold, not to its ranking of the volumes.
+      ``acc`` loses its ACC to the threshold, not to its ranking of the volumes (read against
+      ``majority_acc``, the ACC of calling every volume the most frequent class).
     * Fine-tuning records of one setting whose ``init_digest`` differ started from different
       pre-trained weights: their spread is not fine-tuning noise alone.
     """
@@ -1308,10 +1309,16 @@ def diagnose(records: list[dict]) -> list[str]:
             (at_half, sd), (at_cut, _) = (_mean_sd([c[i] for c in cut]) for i in (0, 1))
             if at_cut - at_half > sd:
                 higher = sum(t > a for a, t in cut)
+                majority = [v["majority_acc"] for v in runs if "majority_acc" in v]
                 lines.append(
                     f"{method} ({bb}, {_lf_label(lf)} of the labels): ACC {at_half:.3f} at the "
                     f"softmax's 0.5 but {at_cut:.3f} at the cut chosen on validation (n={len(cut)}, "
                     f"higher in {higher}): the threshold costs the ACC, not the ranking"
+                    + (
+                        f"; calling every test volume the majority class scores {majority[0]:.3f}"
+                        if majority
+                        else ""
+                    )
                 )
     for (label, bb, head), found in sorted(inits.items()):
         if len(found) > 1:

@@ -382,6 +382,10 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "chosen on validation (n=3, higher in 3): the threshold costs the ACC, not the ranking",
     ]
     assert diagnose([dict(r, metrics=dict(r["metrics"], acc_val_thr=0.45)) for r in cut[1:]]) == []
+    with_majority = [dict(r, metrics=dict(r["metrics"], majority_acc=0.768)) for r in cut[1:]]
+    assert diagnose(with_majority)[0].endswith(
+        "the ranking; calling every test volume the majority class scores 0.768"
+    )
     assert len(diagnose(cut[:1])) == 1  # the collapse only: one run has no sd, no claim
     # A rotation score read against the ceiling the volumes allow; a ceiling of 1 says nothing.
     ceilings = dict(order_ceiling=1.0, rot_ceiling=0.8, constant_cubes=0.3)
@@ -482,6 +486,7 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     assert {"acc", "auc", "bal_acc", "top_share"} <= set(ft["scratch"]["metrics"])
     # Binary labels and a validation split: ACC at the cut chosen on validation too.
     assert 0 <= ft["scratch"]["metrics"]["acc_val_thr"] <= 1 and "val_thr" in ft["rubik"]["metrics"]
+    assert 0.5 <= ft["scratch"]["metrics"]["majority_acc"] <= 1
     assert ft["rubik"]["pretrain_epochs"] is not None and ft["scratch"]["pretrain_epochs"] is None
     # The pre-trained weights a record started from, by digest (the proxy scores the same ones).
     best = tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik" / "best.pt"

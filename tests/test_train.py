@@ -69,6 +69,7 @@ def test_roc_auc_one_vs_rest_known_value():
     # Predicted classes 0, 1, 1, 2, 2, 0: recalls 1/2, 1/2, 1/2; every class predicted twice.
     assert m["bal_acc"] == pytest.approx(0.5)
     assert m["top_share"] == pytest.approx(2 / 6)
+    assert m["majority_acc"] == pytest.approx(2 / 6)  # balanced classes
 
 
 def test_collapsed_head_is_visible_in_bal_acc_and_top_share():
@@ -82,6 +83,7 @@ def test_collapsed_head_is_visible_in_bal_acc_and_top_share():
     assert m["auc"] == pytest.approx(1.0)
     assert m["bal_acc"] == pytest.approx(0.5)
     assert m["top_share"] == pytest.approx(1.0)
+    assert m["majority_acc"] == pytest.approx(m["acc"])  # all on the majority: just its share
 
 
 def test_balanced_accuracy_skips_absent_classes_and_checks_shapes():

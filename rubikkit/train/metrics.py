@@ -246,9 +246,10 @@ def classification_metrics(y_true, probs) -> dict[str, float]:
     -------
     dict
         ``acc``, ``bal_acc`` (:func:`balanced_accuracy`), ``auc`` (NaN when undefined, see
-        :func:`roc_auc`) and ``top_share``, the fraction of items predicted as the class predicted
+        :func:`roc_auc`), ``top_share``, the fraction of items predicted as the class predicted
         most often: 1.0 means the head predicts one class for everything (collapse), whatever
-        the AUC of its scores.
+        the AUC of its scores, and ``majority_acc``, the accuracy of calling every item the most
+        frequent true class (the ACC a model must beat on an imbalanced split).
     """
     p = _numpy(probs, "probs")
     if p.ndim != 2:
@@ -257,11 +258,14 @@ def classification_metrics(y_true, probs) -> dict[str, float]:
     top = (
         float(np.bincount(pred, minlength=p.shape[1]).max() / pred.size) if pred.size else math.nan
     )
+    y = _labels(y_true, p.shape[0])
+    majority = float(np.bincount(y, minlength=p.shape[1]).max() / y.size) if y.size else math.nan
     return {
-        "acc": accuracy(y_true, p),
-        "bal_acc": balanced_accuracy(y_true, pred),
-        "auc": roc_auc(y_true, p),
+        "acc": accuracy(y, p),
+        "bal_acc": balanced_accuracy(y, pred),
+        "auc": roc_auc(y, p),
         "top_share": top,
+        "majority_acc": majority,
     }
 
 
