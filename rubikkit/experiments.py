@@ -850,10 +850,13 @@ def run_experiment(
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
                 "init_digest": digests.get(e["init"]),
             }
-            append_record(records_path, record)
+            written = append_record(records_path, record, unique_by=("run", "config_hash"))
             done.add((e["run"], e["config_hash"]))
             e["status"] = "done"
             e["record"] = record
+            if not written:  # another driver scored the same run meanwhile
+                log(f"skip     {e['kind']:8s} {e['run']} (recorded meanwhile by another process)")
+                continue
             log(f"record   {e['run']}: " + _metric_text(record["metrics"], cfg["metrics"]))
     return plan
 

@@ -209,14 +209,45 @@ def validate_record(record: dict) -> dict:
     return record
 
 
-def append_record(path: str | os.PathLike, record: dict) -> None:
-    """Append one validated record as a JSON line (one ``write`` call, so lines never interleave)."""
+def append_record(
+    path: str | os.PathLike, record: dict, *, unique_by: Sequence[str] | None = None
+) -> bool:
+    """Append one validated record as a JSON line (one ``write`` call, so lines never interleave).
+
+    Parameters
+    ----------
+    path : path-like
+    record : dict
+    unique_by : sequence of str, optional
+        Field names (the driver uses ``("run", "config_hash")``): the record is not written when
+        the file already holds one with the same values. The check and the write happen under an
+        exclusive lock of the file (POSIX), so two drivers that scored the same run concurrently
+        leave one record.
+
+    Returns
+    -------
+    bool
+        Whether the record was written.
+    """
     validate_record(record)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
+    with open(path, "a+", encoding="utf-8") as fh:
+        if unique_by:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: the check still runs, without the lock
+                fcntl = None
+            if fcntl is not None:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+            fh.seek(0)
+            key = tuple(record.get(k) for k in unique_by)
+            for old in fh:
+                if old.strip() and tuple(json.loads(old).get(k) for k in unique_by) == key:
+                    return False
         fh.write(line)
+    return True
 
 
 def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict]:

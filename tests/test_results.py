@@ -140,3 +140,30 @@ def test_seed_table_pairs_seeds_marks_collapse_and_leaves_gaps():
 def test_seed_table_errors_name_the_argument(recs, metric, match):
     with pytest.raises(ValueError, match=match):
         results.seed_table(recs, metric)
+
+
+def _append_unique(path, record):
+    results.append_record(path, record, unique_by=("run", "config_hash"))
+
+
+def test_append_unique_keeps_one_record_per_run(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "r.jsonl"
+    rec = dict(_rec(0, 0.8), run="s0/pt-rubik/proxy-test", config_hash="abc")
+    assert results.append_record(path, rec, unique_by=("run", "config_hash")) is True
+    assert results.append_record(path, rec, unique_by=("run", "config_hash")) is False
+    other = dict(rec, config_hash="def")  # other settings of the same run folder: a new record
+    assert results.append_record(path, other, unique_by=("run", "config_hash")) is True
+    assert results.append_record(path, rec) is True  # without unique_by nothing is checked
+    assert len(results.load_records(path)) == 3
+    # Drivers that finish the same run at once leave one record between them.
+    path = tmp_path / "race.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_unique, args=(path, rec)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert len(results.load_records(path)) == 1
