@@ -255,17 +255,17 @@ def classification_metrics(y_true, probs) -> dict[str, float]:
     if p.ndim != 2:
         raise ValueError(f"probs: expected (N, K) class probabilities, got shape {p.shape}")
     pred = _predicted(p)
-    top = (
-        float(np.bincount(pred, minlength=p.shape[1]).max() / pred.size) if pred.size else math.nan
-    )
     y = _labels(y_true, p.shape[0])
-    majority = float(np.bincount(y, minlength=p.shape[1]).max() / y.size) if y.size else math.nan
+
+    def largest_share(classes):  # of the most frequent class among ``classes``
+        return float(np.bincount(classes, minlength=p.shape[1]).max() / classes.size)
+
     return {
         "acc": accuracy(y, p),
         "bal_acc": balanced_accuracy(y, pred),
         "auc": roc_auc(y, p),
-        "top_share": top,
-        "majority_acc": majority,
+        "top_share": largest_share(pred) if pred.size else math.nan,
+        "majority_acc": largest_share(y) if y.size else math.nan,
     }
 
 
