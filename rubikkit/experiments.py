@@ -1214,6 +1214,8 @@ _PROXY_METRICS = (
     "constant_cubes",
     "order_chance",
     "rot_chance",
+    "cpc_ceiling",
+    "cpc_chance",
 )
 #: A proxy ceiling below this is worth a diagnostic line.
 CEILING_NOTED = 0.99
@@ -1234,11 +1236,13 @@ def diagnose(records: list[dict]) -> list[str]:
       predicts most) is at least :data:`SATURATED` has *collapsed* onto one class at the selected
       epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
       ``top_share`` existed are counted apart.
-    * A cube-puzzle proxy accuracy within :data:`NEAR_CHANCE` times its chance level
-      (``order_chance``, ``rot_chance``) in every run was not learned.
-    * A cube-puzzle proxy record with a ceiling below 1 (``order_ceiling``, ``rot_ceiling``:
-      the best any model can do when rotations or swaps leave the cubes unchanged, see
-      :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`) is read against that ceiling.
+    * A proxy accuracy within :data:`NEAR_CHANCE` times its chance level (``order_chance``,
+      ``rot_chance``, ``cpc_chance``) in every run was not learned.
+    * A proxy record with a ceiling below :data:`CEILING_NOTED` is read against that ceiling:
+      ``order_ceiling`` and ``rot_ceiling``, the best any model can do when rotations or swaps
+      leave the cubes unchanged (:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`), and
+      ``cpc_ceiling``, the best when target cubes are identical
+      (:func:`rubikkit.tasks.cpc3d.target_ceiling`).
     * A fine-tuned binary classifier whose ``acc_val_thr`` (test ACC at the cut chosen on the
       validation split) beats its ``acc`` (at the softmax's 0.5) by more than the seed sd of
       ``acc`` loses its ACC to the threshold, not to its ranking of the volumes (read against
@@ -1270,9 +1274,10 @@ def diagnose(records: list[dict]) -> list[str]:
                     f"{method} ({bb}) proxy {m} {mean:.3f} (n={len(vals)}): nearly solved, "
                     "little left for its loss to teach"
                 )
-        for m, chance_key, ceil in (
-            ("order_acc", "order_chance", "order_ceiling"),
-            ("rot_acc", "rot_chance", "rot_ceiling"),
+        for m, chance_key, ceil, reason in (
+            ("order_acc", "order_chance", "order_ceiling", "what leaves a cube unchanged"),
+            ("rot_acc", "rot_chance", "rot_ceiling", "what leaves a cube unchanged"),
+            ("cpc_acc", "cpc_chance", "cpc_ceiling", "identical target cubes"),
         ):
             chance = [v[chance_key] for v in runs if chance_key in v]
             vals = [v[m] for v in runs if m in v]
@@ -1293,8 +1298,7 @@ def diagnose(records: list[dict]) -> list[str]:
                 )
                 lines.append(
                     f"{method} ({bb}) proxy {m} {acc:.3f} of a ceiling of {top:.3f} "
-                    f"(n={len(pairs)}): no model can tell apart what leaves a cube "
-                    f"unchanged{why}"
+                    f"(n={len(pairs)}): no model can tell apart {reason}{why}"
                 )
     for (method, bb, lf), runs in sorted(heads.items(), key=lambda kv: str(kv[0])):
         shares = [v["top_share"] for v in runs if "top_share" in v]

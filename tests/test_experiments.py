@@ -395,6 +395,15 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "apart what leaves a cube unchanged; 30% of the test cubes hold a single value"
     ]
     assert diagnose([dict(capped[0], metrics=dict(capped[0]["metrics"], rot_ceiling=1.0))]) == []
+    # The same for InfoNCE: identical target cubes cap what any encoder can pick out.
+    contrast = [rec("cpc3d", "proxy", 0, cpc_acc=0.17, cpc_ceiling=0.44, cpc_chance=1 / 64,
+                    constant_cubes=0.57)]  # fmt: skip
+    assert diagnose(contrast) == [
+        "cpc3d (resnet18) proxy cpc_acc 0.170 of a ceiling of 0.440 (n=1): no model can tell "
+        "apart identical target cubes; 57% of the test cubes hold a single value"
+    ]
+    stuck_cpc = [dict(contrast[0], metrics=dict(contrast[0]["metrics"], cpc_acc=0.02))]
+    assert diagnose(stuck_cpc)[0].endswith("at chance (0.016), not learned in these epochs")
     # An accuracy at chance in every run: the task was not learned.
     # Its ceiling goes unmentioned: the score is nowhere near it.
     chance = dict(order_chance=0.001, rot_chance=1 / 3, order_ceiling=0.98)

@@ -14,6 +14,7 @@ from rubikkit import RubikkitWarning
 from rubikkit.models import build_backbone, info_nce
 from rubikkit.ops import cell_origins, puzzle, reference, rotation_bits, unpuzzle
 from rubikkit.tasks import TASKS, ProxyTask, get_task
+from rubikkit.tasks.cpc3d import target_ceiling
 from rubikkit.tasks.tcpc import U_PATH, grid_candidates
 
 try:  # rubikkit.slic is written in parallel; only the SLIC-dependent tests wait for it
@@ -237,6 +238,40 @@ def test_info_nce_matches_hand_computation():
         info_nce(pred, target[:2])
 
 
+def test_target_ceiling_counts_groups_of_identical_targets():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(1, 12))
+        kinds = torch.randn(4, 1, 3, 3, 3)
+        kinds[0] = 0.0  # an empty cube
+        pick = rng.integers(0, 4, size=n)
+        targets = kinds[torch.as_tensor(pick)]
+        got = target_ceiling(targets)
+        assert got["cpc_ceiling"] == pytest.approx(len(set(pick.tolist())) / n)
+        assert got["cpc_chance"] == pytest.approx(1 / n)
+        assert got["constant_cubes"] == pytest.approx(float(np.mean(pick == 0)))
+    with pytest.raises(ValueError, match="targets"):
+        target_ceiling(torch.zeros(0, 1, 2, 2, 2))
+
+
+@pytest.mark.parametrize("name", ["cpc3d", "tcpc"])
+def test_cpc_accuracy_never_beats_the_ceiling_of_its_batch(name):
+    # Half the volumes empty: their target cubes are identical, and whatever the weights, the
+    # arg-max can be right for one prediction of that group at most.
+    task = get_task(name, **SMALL[name])
+    x = anatomy(4, (24, 24, 24))
+    x[:2] = 0.0
+    ids = with_grid_candidates(task, x) if name == "tcpc" else None
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = task.build_model(build_backbone("vgg3d", 1, widths=[4, 8]))
+        _, metrics = task.step(model, x, gen(seed), index=ids)
+        rows = 4 * task.n_crops
+        assert metrics["constant_cubes"] >= 0.5
+        assert metrics["cpc_ceiling"] <= (2 * task.n_crops + 1) / rows
+        assert metrics["cpc_acc"] <= metrics["cpc_ceiling"] + 1e-9
+
+
 # --- tcpc candidates --------------------------------------------------------------------------
 
 
@@ -255,7 +290,7 @@ def test_tcpc_index_rules():
     ids = with_grid_candidates(task, x)
     model = task.build_model(build_backbone("vgg3d", 1, widths=[4, 8]))
     loss, metrics = task.step(model, x, gen(), index=ids)
-    assert set(metrics) == {"loss", "cpc_acc"}
+    assert set(metrics) == {"loss", "cpc_acc", "cpc_ceiling", "cpc_chance", "constant_cubes"}
     with pytest.raises(ValueError, match="index"):
         task.step(model, x, gen(), index=None)
     with pytest.raises(ValueError, match="index"):

@@ -4,7 +4,9 @@ A sub-volume is cut into cubes with 50 % overlap (TCPC, Sec. 2.2.2). A backbone 
 (Eq. 2), a GRU reads the *support* cubes along a straight line and a linear head predicts the
 feature of the next cube on the line, the *target* (Eq. 1). The InfoNCE loss (Eq. 3) asks the
 prediction to pick its own target among all targets of the mini-batch (in-batch negatives);
-``cpc_acc`` is the fraction of predictions whose highest score is their own target.
+``cpc_acc`` is the fraction of predictions whose highest score is their own target; each batch
+also reports what its cubes allow (:func:`target_ceiling`): ``cpc_chance``, ``cpc_ceiling`` and
+``constant_cubes``.
 
 The sub-volume's position is uniform over the volume; ``n_crops`` sub-volumes are taken from each
 volume per step, so a batch of B volumes gives ``B * n_crops`` predictions and each has
@@ -24,6 +26,38 @@ from torch import nn
 from rubikkit.models.cpc import CPCModel, info_nce
 from rubikkit.ops import puzzle
 from rubikkit.tasks.base import ProxyTask, check_fraction, check_int, check_volumes, numpy_rng
+
+
+def target_ceiling(targets: torch.Tensor) -> dict[str, float]:
+    """The best top-1 InfoNCE accuracy any model can reach on one batch of target cubes.
+
+    Identical target cubes (empty background cubes of a shape mask, say) get identical features
+    from any encoder, so every prediction scores them alike and the arg-max, which returns the
+    first of equal scores, can be right for at most one prediction of each group of equal
+    targets. The ceiling is the number of distinct targets over the number of predictions.
+
+    Parameters
+    ----------
+    targets : Tensor
+        (N, ...) the N target cubes of a batch, in the order of the predictions.
+
+    Returns
+    -------
+    dict
+        ``cpc_ceiling`` (distinct targets / N), ``cpc_chance`` (1 / N, a uniform guess) and
+        ``constant_cubes`` (share of the targets that hold a single value).
+    """
+    if targets.ndim < 2 or len(targets) == 0:
+        raise ValueError(f"targets: expected (N, ...) with N >= 1, got {tuple(targets.shape)}")
+    flat = targets.detach().reshape(len(targets), -1)
+    n = len(flat)
+    distinct = len(torch.unique(flat, dim=0))
+    constant = (flat.amax(dim=1) == flat.amin(dim=1)).float().mean()
+    return {
+        "cpc_ceiling": distinct / n,
+        "cpc_chance": 1.0 / n,
+        "constant_cubes": float(constant),
+    }
 
 
 class ContrastiveCubeTask(ProxyTask):
@@ -119,7 +153,9 @@ class ContrastiveCubeTask(ProxyTask):
 
     def step(self, model: nn.Module, volumes: torch.Tensor, generator, index=None):
         batch = self.build_batch(volumes, generator, index)
-        return self.loss(model(batch["support"], batch["target"]))
+        loss, metrics = self.loss(model(batch["support"], batch["target"]))
+        metrics.update(target_ceiling(batch["target"]))
+        return loss, metrics
 
 
 class CPC3DTask(ContrastiveCubeTask):
