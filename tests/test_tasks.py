@@ -15,6 +15,7 @@ from rubikkit.models import build_backbone, info_nce
 from rubikkit.ops import cell_origins, puzzle, reference, rotation_bits, unpuzzle
 from rubikkit.tasks import TASKS, ProxyTask, get_task
 from rubikkit.tasks.cpc3d import target_ceiling
+from rubikkit.train.pretrain import evaluate_proxy, proxy_ceiling
 from rubikkit.tasks.tcpc import U_PATH, grid_candidates
 
 try:  # rubikkit.slic is written in parallel; only the SLIC-dependent tests wait for it
@@ -270,6 +271,67 @@ def test_cpc_accuracy_never_beats_the_ceiling_of_its_batch(name):
         assert metrics["constant_cubes"] >= 0.5
         assert metrics["cpc_ceiling"] <= (2 * task.n_crops + 1) / rows
         assert metrics["cpc_acc"] <= metrics["cpc_ceiling"] + 1e-9
+
+
+class _IdVolumes(torch.utils.data.Dataset):
+    def __init__(self, volumes):
+        self.volumes = volumes
+
+    def __len__(self):
+        return len(self.volumes)
+
+    def __getitem__(self, i):
+        return {"image": self.volumes[i], "id": ids_for(len(self.volumes))[i]}
+
+
+@pytest.mark.parametrize("name", ["cpc3d", "tcpc"])
+def test_proxy_ceiling_is_that_of_the_evaluated_batches(name):
+    task = get_task(name, **SMALL[name])
+    x = anatomy(5, (24, 24, 24))
+    x[1] = 0.0
+    x[3] = x[2]  # two identical volumes
+    if name == "tcpc":
+        with_grid_candidates(task, x, k=2)  # fewer candidates than crops: repeated sub-volumes
+    ds = _IdVolumes(x)
+    model = task.build_model(build_backbone("vgg3d", 1, widths=[4, 8]))
+    kw = dict(batch_size=2, seed=7)
+    scored = evaluate_proxy(task, model, ds, device=torch.device("cpu"), **kw)
+    ceiling = proxy_ceiling(task, ds, **kw)
+    assert set(ceiling) == {"cpc_ceiling", "cpc_chance", "constant_cubes"}
+    for k, v in ceiling.items():
+        assert scored[k] == pytest.approx(v)
+    assert ceiling["cpc_ceiling"] < 1.0 and scored["cpc_acc"] <= ceiling["cpc_ceiling"] + 1e-9
+    assert proxy_ceiling(task, ds, **kw) == ceiling  # the same batches every time
+    with pytest.raises(ValueError, match="task"):
+        proxy_ceiling(get_task("rubik", **SMALL["rubik"]), ds, batch_size=2)
+
+
+def test_tcpc_crop_jitter_moves_the_repeated_sub_volumes_apart():
+    x = anatomy(3, (24, 28, 28))
+    plain = get_task("tcpc", **SMALL["tcpc"])
+    ids = with_grid_candidates(plain, x, k=1)  # one candidate: every crop of a volume repeats
+    size = np.asarray(plain.subvolume_shape)
+    room = np.asarray(x.shape[2:]) - size
+    base = np.clip(plain.candidates[ids[0]][0] - size // 2, 0, room)
+    assert (plain.build_batch(x, gen(1), ids)["corners"][0] == base).all()
+    assert plain.batch_ceiling(x, gen(1), ids)["cpc_ceiling"] == pytest.approx(1 / plain.n_crops)
+    # The default draws nothing more: its batches are those of a task without the option.
+    zero = get_task("tcpc", crop_jitter=0, **SMALL["tcpc"])
+    with_grid_candidates(zero, x, k=1)
+    a, b = plain.build_batch(x, gen(2), ids), zero.build_batch(x, gen(2), ids)
+    assert np.array_equal(a["corners"], b["corners"])
+    moved = get_task("tcpc", crop_jitter=2, **SMALL["tcpc"])
+    with_grid_candidates(moved, x, k=1)
+    corners = np.concatenate([moved.build_batch(x, gen(s), ids)["corners"] for s in range(5)])
+    for v, vol_corners in enumerate(corners.reshape(5, 3, moved.n_crops, 3).transpose(1, 0, 2, 3)):
+        c = np.clip(moved.candidates[ids[v]][0] - size // 2, 0, room)
+        lo, hi = np.clip(c - 2, 0, room), np.clip(c + 2, 0, room)
+        assert ((vol_corners >= lo) & (vol_corners <= hi)).all()
+        assert len(np.unique(vol_corners.reshape(-1, 3), axis=0)) > 1
+    assert moved.batch_ceiling(x, gen(1), ids)["cpc_ceiling"] > 1 / moved.n_crops
+    assert moved.config()["crop_jitter"] == 2
+    with pytest.raises(ValueError, match="crop_jitter"):
+        get_task("tcpc", crop_jitter=-1)
 
 
 # --- tcpc candidates --------------------------------------------------------------------------

@@ -151,6 +151,12 @@ class ContrastiveCubeTask(ProxyTask):
         acc = (logits.argmax(1) == labels).float().mean()
         return loss, {"loss": float(loss.detach()), "cpc_acc": float(acc)}
 
+    def batch_ceiling(self, volumes: torch.Tensor, generator, index=None) -> dict[str, float]:
+        """:func:`target_ceiling` of the batch that :meth:`step` would build from the same
+        generator state, without a model (:func:`rubikkit.train.proxy_ceiling` runs it over a
+        split)."""
+        return target_ceiling(self.build_batch(volumes, generator, index)["target"])
+
     def step(self, model: nn.Module, volumes: torch.Tensor, generator, index=None):
         batch = self.build_batch(volumes, generator, index)
         loss, metrics = self.loss(model(batch["support"], batch["target"]))

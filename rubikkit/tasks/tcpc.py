@@ -19,7 +19,11 @@ volume, the volume is divided into a 4x4x4 grid of cells and the centres of the 
 cells with the highest mean intensity are used (lesions such as haemorrhages are bright), see
 :func:`grid_candidates`.
 
-Sub-volumes whose box would leave the volume are shifted inside it.
+Sub-volumes whose box would leave the volume are shifted inside it. A volume with fewer candidates
+than ``n_crops`` repeats a crop, and identical crops give identical targets, which no model can
+tell apart (:func:`rubikkit.tasks.cpc3d.target_ceiling`); ``crop_jitter`` moves each sub-volume by
+a random offset so that the repeats differ (on the binary masks of AdrenalMNIST3D, where SLIC finds
+a single candidate in most volumes, this is what lifts the ceiling; the TCPC paper's CT has many).
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ class TCPCTask(ContrastiveCubeTask):
     cache_dir : str, optional
         Directory for the per-volume candidate files (``<id>-<hash>.npy``); the hash covers the
         SLIC options and the volume shape.
+    crop_jitter : int
+        Each sub-volume's centre moves by an integer offset drawn uniformly from
+        ``[-crop_jitter, crop_jitter]`` along each axis (the step's generator) before the box is
+        shifted inside the volume; 0 (default) centres it on its candidate.
 
     Notes
     -----
@@ -125,8 +133,10 @@ class TCPCTask(ContrastiveCubeTask):
         n_candidates: int = 8,
         slic_options: dict | None = None,
         cache_dir: str | None = None,
+        crop_jitter: int = 0,
     ):
         n_segments = check_int(n_segments, "n_segments", 1)
+        crop_jitter = check_int(crop_jitter, "crop_jitter", 0)
         n_candidates = check_int(n_candidates, "n_candidates", 1)
         if compactness is not None and not float(compactness) > 0:
             raise ValueError(f"compactness: expected a positive number, got {compactness!r}")
@@ -144,6 +154,7 @@ class TCPCTask(ContrastiveCubeTask):
             n_candidates=n_candidates,
             slic_options=dict(slic_options or {}),
             cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            crop_jitter=crop_jitter,
         )
         #: item id -> (n_candidates, 3) int64 centres
         self.candidates: dict[str, np.ndarray] = {}
@@ -300,5 +311,9 @@ class TCPCTask(ContrastiveCubeTask):
             centres = self._lookup(item_id, volumes[b])
             # distinct candidates where there are enough: a repeated crop would be its own negative
             pick = rng.choice(len(centres), size=self.n_crops, replace=len(centres) < self.n_crops)
-            corners[b] = np.clip(centres[pick] - size // 2, 0, room)
+            centre = centres[pick]
+            j = self.options["crop_jitter"]
+            if j:  # no draw at 0, so the default keeps the generator's sequence
+                centre = centre + rng.integers(-j, j + 1, size=centre.shape, dtype=np.int64)
+            corners[b] = np.clip(centre - size // 2, 0, room)
         return corners

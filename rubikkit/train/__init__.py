@@ -3,7 +3,8 @@
 * :func:`pretrain` trains a backbone on a proxy task (:mod:`rubikkit.tasks`);
 * :func:`finetune` transfers it into a classifier, U-Net or DUC and trains on (a fraction of) the
   labels;
-* :func:`evaluate` scores a checkpoint on a split.
+* :func:`evaluate` scores a checkpoint on a split;
+* :func:`proxy_ceiling` measures what a contrastive task's batches allow any model, untrained.
 
 Each run folder holds ``config.json``, ``log.jsonl`` (one JSON object per epoch and split, read by
 :func:`rubikkit.viz.plot_log`), ``last.pt``, ``best.pt`` and ``metrics.json`` (:func:`to_record`
@@ -28,7 +29,7 @@ from rubikkit.train.metrics import (
     segmentation_metrics,
     validation_threshold,
 )
-from rubikkit.train.pretrain import pretrain
+from rubikkit.train.pretrain import pretrain, proxy_ceiling
 from rubikkit.train.runs import to_record
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "load_model",
     "mean_iou",
     "pretrain",
+    "proxy_ceiling",
     "roc_auc",
     "save_checkpoint",
     "segmentation_metrics",

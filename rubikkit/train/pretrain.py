@@ -28,7 +28,7 @@ from rubikkit.train.runs import (
 )
 from rubikkit.train.schedule import check_milestones
 
-__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_LR", "evaluate_proxy", "pretrain"]
+__all__ = ["DEFAULT_BATCH_SIZE", "DEFAULT_LR", "evaluate_proxy", "pretrain", "proxy_ceiling"]
 
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH_SIZE = 2  # TCPC, Sec. 3.2.1
@@ -81,25 +81,72 @@ def evaluate_proxy(
     dataset : Dataset
         Items with ``image`` (C, D, H, W); wrapped to carry their ``index``.
     """
+    was_training = model.training
+    model.eval()
+    mean = _BatchMean()
+    for volumes, gen, index in _eval_batches(dataset, batch_size, device, seed, workers, progress, desc):
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+            loss, metrics = task.step(model, volumes, gen, index=index)
+        mean.add({"loss": float(loss), **metrics}, int(volumes.shape[0]))
+    model.train(was_training)
+    return mean.result()
+
+
+@torch.no_grad()
+def proxy_ceiling(task, dataset, *, batch_size, seed=0, workers=0, progress=False) -> dict:
+    """What the proxy batches of a split allow any model, measured without one.
+
+    For the contrastive tasks (``cpc3d``, ``tcpc``): the batch-size-weighted means of
+    :func:`rubikkit.tasks.cpc3d.target_ceiling` (``cpc_ceiling``, ``cpc_chance``,
+    ``constant_cubes``) over the very batches :func:`evaluate_proxy` scores with the same
+    ``batch_size`` and ``seed``, so the numbers equal those of an evaluation record. It costs the
+    cube cutting only, which makes it the way to compare task options (tcpc's ``crop_jitter``,
+    the cube size) before pre-training with them. The cube puzzles have
+    :meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`, which needs no batches.
+
+    Raises
+    ------
+    ValueError
+        ``task`` has no per-batch ceiling.
+    """
+    if not hasattr(task, "batch_ceiling"):
+        raise ValueError(
+            f"task: {task.name!r} has no per-batch ceiling (the cube puzzles have "
+            "CubePuzzleTask.ceiling)"
+        )
+    mean = _BatchMean()
+    cpu = torch.device("cpu")
+    for volumes, gen, index in _eval_batches(dataset, batch_size, cpu, seed, workers, progress, "ceiling"):
+        mean.add(task.batch_ceiling(volumes, gen, index=index), int(volumes.shape[0]))
+    return mean.result()
+
+
+def _eval_batches(dataset, batch_size, device, seed, workers, progress, desc):
+    """(volumes, generator, index) for each evaluation batch: a generator seeded by ``seed``
+    alone, so every pass over a split draws the same puzzles."""
     from tqdm.auto import tqdm
 
     ds = dataset if isinstance(dataset, IndexedDataset) else IndexedDataset(dataset)
     gen = torch.Generator().manual_seed(derived_seed(seed, 3))
-    was_training = model.training
-    model.eval()
-    sums: dict[str, float] = {}
-    n = 0
     loader = eval_loader(ds, batch_size, workers, device)
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
-        volumes = batch["image"].to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-            loss, metrics = task.step(model, volumes, gen, index=_item_keys(batch))
-        b = int(volumes.shape[0])
-        n += b
-        for k, v in {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}.items():
-            sums[k] = sums.get(k, 0.0) + v * b
-    model.train(was_training)
-    return {k: v / max(n, 1) for k, v in sums.items()}
+        yield batch["image"].to(device, non_blocking=True), gen, _item_keys(batch)
+
+
+class _BatchMean:
+    """Batch-size-weighted means of per-batch metrics."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, metrics: dict, b: int) -> None:
+        self.n += b
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * b
+
+    def result(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
 
 
 def pretrain(
