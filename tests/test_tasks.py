@@ -15,8 +15,8 @@ from rubikkit.models import build_backbone, info_nce
 from rubikkit.ops import cell_origins, puzzle, reference, rotation_bits, unpuzzle
 from rubikkit.tasks import TASKS, ProxyTask, get_task
 from rubikkit.tasks.cpc3d import target_ceiling
-from rubikkit.train.pretrain import evaluate_proxy, proxy_ceiling
 from rubikkit.tasks.tcpc import U_PATH, grid_candidates
+from rubikkit.train.pretrain import evaluate_proxy, proxy_ceiling
 
 try:  # rubikkit.slic is written in parallel; only the SLIC-dependent tests wait for it
     from rubikkit.slic import lesion_candidates, slic3d  # noqa: F401

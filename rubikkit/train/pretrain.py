@@ -84,7 +84,9 @@ def evaluate_proxy(
     was_training = model.training
     model.eval()
     mean = _BatchMean()
-    for volumes, gen, index in _eval_batches(dataset, batch_size, device, seed, workers, progress, desc):
+    for volumes, gen, index in _eval_batches(
+        dataset, batch_size, device, seed, workers, progress, desc
+    ):
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             loss, metrics = task.step(model, volumes, gen, index=index)
         mean.add({"loss": float(loss), **metrics}, int(volumes.shape[0]))
@@ -116,7 +118,9 @@ def proxy_ceiling(task, dataset, *, batch_size, seed=0, workers=0, progress=Fals
         )
     mean = _BatchMean()
     cpu = torch.device("cpu")
-    for volumes, gen, index in _eval_batches(dataset, batch_size, cpu, seed, workers, progress, "ceiling"):
+    for volumes, gen, index in _eval_batches(
+        dataset, batch_size, cpu, seed, workers, progress, "ceiling"
+    ):
         mean.add(task.batch_ceiling(volumes, gen, index=index), int(volumes.shape[0]))
     return mean.result()
 
