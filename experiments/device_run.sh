@@ -15,6 +15,15 @@
 # so leave room for the longest single run under the call's own time limit.
 # STEPS (environment, default "install test bench exp") picks the parts; RUBIKKIT_CUDA_ARCH
 # (default 90: H100/H200) the CUDA architectures compiled.
+#
+# PLAN=1 (environment) runs the grids' from-scratch fine-tunings first, sized to the lease: the
+# install builds meanwhile in the background (the fine-tunings do not need the compiled
+# extension), the CUDA tests and benchmarks follow. Before a config starts,
+# benchmarks/finetune_step.py runs its first run for 3 epochs end to end (a smoke test: a failure
+# ends the call at once), times a warm epoch, and keeps the seeds whose estimates, one after
+# another, fit the time left before BUDGET_S; they then run in that order, so a run cut short
+# loses only itself. DEADLINE_S (default BUDGET_S + 120) stops a run still going, so that the
+# records already written come back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,34 +55,103 @@ say() { echo "== $(($(date +%s) - start)) s: $*" | tee -a "$log"; }
   "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } 2>&1 | tee -a "$log"
 
-if [[ $steps == *" install "* ]]; then
+elapsed() { echo $(($(date +%s) - start)); }
+copy_records() {
+  local name
+  name=$(basename "$1" .json)
+  if [ -f "results/$name.jsonl" ]; then cp "results/$name.jsonl" "$out/"; fi
+}
+
+install() {
   say "install (CUDA architectures ${RUBIKKIT_CUDA_ARCH:-90})"
   RUBIKKIT_CUDA=1 RUBIKKIT_CUDA_ARCH=${RUBIKKIT_CUDA_ARCH:-90} \
     "$py" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -n 5 | tee -a "$log"
   "$py" -m rubikkit info 2>&1 | tee -a "$log"
-fi
-if [[ $steps == *" test "* ]]; then
-  say "CUDA kernel tests"
-  "$py" -m pytest -q -p no:cacheprovider tests/test_puzzle_cuda.py 2>&1 | tail -n 15 | tee -a "$log"
-fi
-if [[ $steps == *" bench "* ]]; then
-  say "benchmarks"
-  "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 12 | tee -a "$log"
-  "$py" benchmarks/pretrain.py --device cuda --write 2>&1 | tail -n 8 | tee -a "$log"
-  cp benchmarks/RESULTS.md "$out/"
-fi
-if [[ $steps == *" exp "* ]] && [ $# -gt 0 ]; then
+}
+
+tests_and_benchmarks() {
+  if [[ $steps == *" test "* ]]; then
+    say "CUDA kernel tests"
+    # test_puzzle.py's direct C++ calls beside the CUDA ones: do bad arguments raise on this
+    # machine's build through the CPU layer too?
+    "$py" -X faulthandler -m pytest -v -p no:cacheprovider tests/test_puzzle_cuda.py \
+      tests/test_puzzle.py::test_cpp_layer_checks_its_arguments \
+      >"$out/cuda_tests.log" 2>&1 || say "CUDA kernel tests failed: see cuda_tests.log"
+    tail -n 15 "$out/cuda_tests.log" | tee -a "$log"
+  fi
+  if [[ $steps == *" bench "* ]]; then
+    say "benchmarks"
+    "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 12 | tee -a "$log"
+    cp benchmarks/RESULTS.md "$out/"
+    if [ "${PLAN:-0}" != 1 ] || [ "$(elapsed)" -lt "$budget" ]; then
+      "$py" benchmarks/pretrain.py --device cuda --write 2>&1 | tail -n 8 | tee -a "$log"
+      cp benchmarks/RESULTS.md "$out/"
+    fi
+  fi
+}
+
+planned_grids() {
+  local deadline=${DEADLINE_S:-$((budget + 120))} cfg left plan seeds
   for cfg in "$@"; do
-    left=$((budget - ($(date +%s) - start)))
+    left=$((budget - $(elapsed)))
     if [ "$left" -le 0 ]; then
       say "budget spent before $cfg"
       break
     fi
-    say "experiment $cfg (budget $left s)"
-    "$py" -m rubikkit experiment run "$cfg" --device auto --no-progress --time-budget "$left" \
-      2>&1 | tee -a "$log" || say "experiment $cfg failed"
-    name=$(basename "$cfg" .json)
-    [ -f "results/$name.jsonl" ] && cp "results/$name.jsonl" "$out/"
+    say "plan $cfg (budget $left s): 3 epochs end to end"
+    if ! plan=$("$py" benchmarks/finetune_step.py --plan "$left" "$cfg" 2>>"$log" | tee -a "$log"); then
+      say "planning $cfg failed (its smoke run is in the log above): no grid started"
+      return 3
+    fi
+    seeds=$(echo "$plan" | awk '$1 == cfg { print $2 }' cfg="$cfg" | paste -sd, -)
+    if [ -z "$seeds" ]; then
+      say "no run of $cfg fits the $((budget - $(elapsed))) s left"
+      continue
+    fi
+    left=$((deadline - $(elapsed)))
+    if [ "$left" -le 0 ]; then
+      say "deadline passed before $cfg"
+      break
+    fi
+    say "run $cfg seeds $seeds, one after another"
+    timeout "$left" "$py" -m rubikkit experiment run "$cfg" --seeds "$seeds" \
+      --methods scratch --device auto --no-progress 2>&1 | tee -a "$log" || say "stopped: $cfg"
+    copy_records "$cfg"
   done
+}
+
+if [ "${PLAN:-0}" = 1 ]; then
+  # The grids import rubikkit from the tree while the editable install is still building.
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+  ipid=
+  if [[ $steps == *" install "* ]]; then
+    install &
+    ipid=$!
+  fi
+  if [[ $steps == *" exp "* ]] && [ $# -gt 0 ]; then
+    set -o pipefail
+    if ! planned_grids "$@"; then
+      [ -z "$ipid" ] || kill "$ipid" 2>/dev/null || true
+      exit 3
+    fi
+  fi
+  if [ -n "$ipid" ]; then wait "$ipid" || say "install failed"; fi
+  tests_and_benchmarks
+else
+  if [[ $steps == *" install "* ]]; then install; fi
+  tests_and_benchmarks
+  if [[ $steps == *" exp "* ]] && [ $# -gt 0 ]; then
+    for cfg in "$@"; do
+      left=$((budget - $(elapsed)))
+      if [ "$left" -le 0 ]; then
+        say "budget spent before $cfg"
+        break
+      fi
+      say "experiment $cfg (budget $left s)"
+      "$py" -m rubikkit experiment run "$cfg" --device auto --no-progress --time-budget "$left" \
+        2>&1 | tee -a "$log" || say "experiment $cfg failed"
+      copy_records "$cfg"
+    done
+  fi
 fi
 say "done"

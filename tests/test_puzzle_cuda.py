@@ -7,6 +7,11 @@ plus what only a GPU has: the caller's current stream, another device, the torch
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,16 +134,61 @@ def test_cuda_bad_arguments():
         puzzle(vols, origins, 4, perms, rots, out=torch.empty((2, 8, 1, 4, 4, 4)))
     with pytest.raises(ValueError, match="origins: .* out of bounds"):
         puzzle(vols, origins + 6, 4, perms, rots)
-    # The C++ layer checks again when called directly.
-    C = puzzle_module._kernel_module()
-    out = torch.empty((2, 8, 1, 4, 4, 4), device="cuda")
-    stream = torch.cuda.current_stream().cuda_stream
-    args = [vols.data_ptr(), list(vols.shape), list(vols.stride()), 4]
-    with pytest.raises(ValueError, match="origins: cube of cell"):
-        C.puzzle_cuda(*args, origins + 6, perms, rots, (4, 4, 4), out.data_ptr(), out.numel(), 0,
-                      stream)  # fmt: skip
-    with pytest.raises(ValueError, match="out: has"):
-        C.puzzle_cuda(*args, origins, perms, rots, (4, 4, 4), out.data_ptr(), 7, 0, stream)
-    with pytest.raises(ValueError, match="volumes: unsupported item size"):
-        C.puzzle_cuda(vols.data_ptr(), list(vols.shape), list(vols.stride()), 3, origins, perms,
-                      rots, (4, 4, 4), out.data_ptr(), out.numel(), 0, stream)  # fmt: skip
+
+
+# One bad direct call of the C++ layer per child process: on an H200 (2026-11-30) the first of
+# these crashed the interpreter (segmentation fault) instead of raising, which took the rest of
+# the test run with it. In a child, a crash fails this test alone and says which call it was.
+_DIRECT_CALL = """
+import importlib, sys
+import torch
+sys.path.insert(0, sys.argv[2])
+from puzzle_inputs import puzzle_layout
+
+C = importlib.import_module("rubikkit.ops.puzzle")._kernel_module()
+vols = torch.zeros((2, 1, 9, 9, 9), device="cuda")
+origins, perms, rots = puzzle_layout(2, vols.shape, 2, 4, 0)
+out = torch.empty((2, 8, 1, 4, 4, 4), device="cuda")
+itemsize, numel = 4, out.numel()
+case = sys.argv[1]
+if case == "origins":
+    origins = origins + 6
+elif case == "out":
+    numel = 7
+elif case == "itemsize":
+    itemsize = 3
+try:
+    C.puzzle_cuda(vols.data_ptr(), list(vols.shape), list(vols.stride()), itemsize, origins,
+                  perms, rots, (4, 4, 4), out.data_ptr(), numel, 0,
+                  torch.cuda.current_stream().cuda_stream)
+except ValueError as exc:
+    print("ValueError:", exc)
+else:
+    print("no error")
+"""
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("origins", "ValueError: origins: cube of cell"),
+        ("out", "ValueError: out: has"),
+        ("itemsize", "ValueError: volumes: unsupported item size"),
+    ],
+)
+def test_cuda_cpp_layer_checks_its_arguments(case, match):
+    """The C++ layer checks again when called directly, bypassing the Python checks."""
+    tests = str(Path(__file__).resolve().parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tests).parent), tests]))
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", _DIRECT_CALL, case, tests],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, (
+        f"direct call with a bad {case!r}: the process ended with status {proc.returncode} "
+        f"instead of raising ValueError\n{proc.stderr[-3000:]}"
+    )
+    assert re.search(match, proc.stdout), proc.stdout

@@ -83,6 +83,8 @@ def setup(device: str | torch.device = "auto") -> Context:
     ----------
     device : {"auto", "cpu", "cuda"}
 
+    On CUDA it turns on ``torch.backends.cudnn.benchmark``.
+
     Returns
     -------
     Context
@@ -91,6 +93,10 @@ def setup(device: str | torch.device = "auto") -> Context:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local)
+    if dev.type == "cuda":
+        # Every batch of a run has one shape: let cuDNN time its algorithms once and keep the
+        # fastest (GPU runs are not bit-reproducible in any case).
+        torch.backends.cudnn.benchmark = True
     if world <= 1:
         return Context(0, 1, 0, dev, False)
     here = False
