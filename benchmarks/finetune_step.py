@@ -1,7 +1,7 @@
 """Fine-tuning speed of an experiment config on this device, and which of its runs fit a time budget.
 
-Not a test. For the first from-scratch fine-tuning run of each config
-(``rubikkit.experiments.plan_grid``) it measures two things:
+Not a test. For the first from-scratch fine-tuning run of each setting of each config (backbone,
+head and label fraction; ``rubikkit.experiments.plan_grid``) it measures two things:
 
 - the compute of one training step: the run's model (backbone, backbone options, head) trained on
   random volumes of the data's shape and batch size (Adam, mixed precision on CUDA, as
@@ -30,6 +30,7 @@ Configs with pre-training are planned for their scratch runs only (the line says
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -116,6 +117,11 @@ def time_epochs(cfg, entry: dict, device: str, epochs: int) -> dict:
     """
     from rubikkit.experiments import run_experiment
 
+    # Only this entry's setting: one backbone, head and label fraction.
+    cfg = copy.deepcopy(cfg)
+    cfg["backbones"] = [entry["backbone"]]
+    cfg["finetune"]["heads"] = [entry["head"]]
+    cfg["finetune"]["label_fractions"] = [entry["label_fraction"]]
     with tempfile.TemporaryDirectory(prefix="finetune_step_") as tmp:
         t0 = time.perf_counter()
         done = run_experiment(
@@ -186,26 +192,38 @@ def main(argv=None) -> int:
         if not runs:
             print(json.dumps({"config": path, "note": "no from-scratch fine-tuning runs"}))
             continue
-        compute = time_steps(runs[0]["settings"], device, args.warmup, args.steps)
-        real = time_epochs(cfg, runs[0], device.type, args.epochs)
-        epochs = int(runs[0]["settings"]["epochs"])
-        est = epochs * real["epoch_s"] + real["fixed_s"] + START_S
-        line = {
-            "config": path,
-            "device": str(device),
-            "compute_ms_per_step": round(1000 * compute["step_s"], 2),
-            "tflops": None if compute["tflops"] is None else round(compute["tflops"], 1),
-            "epoch_s": round(real["epoch_s"], 3),
-            "ms_per_step": round(1000 * real["epoch_s"] / max(1, real["steps_per_epoch"]), 2),
-            "fixed_s": round(real["fixed_s"], 1),
-            "runs": len(runs),
-            "epochs": epochs,
-            "est_s_per_run": round(est, 1),
-        }
-        if cfg["pretrain"] is not None:
-            line["note"] = "scratch runs only; pre-training is not planned here"
-        print(json.dumps(line), flush=True)
-        plan += [(path, e["seed"], est) for e in runs]
+        # Runs differing only in their seed cost the same: time one run per setting.
+        groups: dict[tuple, list[dict]] = {}
+        for e in runs:
+            groups.setdefault((e["backbone"], e["head"], e["label_fraction"]), []).append(e)
+        est_of = {}
+        for key, members in groups.items():
+            first = members[0]
+            compute = time_steps(first["settings"], device, args.warmup, args.steps)
+            real = time_epochs(cfg, first, device.type, args.epochs)
+            epochs = int(first["settings"]["epochs"])
+            est_of[key] = epochs * real["epoch_s"] + real["fixed_s"] + START_S
+            line = {
+                "config": path,
+                "backbone": key[0],
+                "head": key[1],
+                "label_fraction": key[2],
+                "device": str(device),
+                "compute_ms_per_step": round(1000 * compute["step_s"], 2),
+                "tflops": None if compute["tflops"] is None else round(compute["tflops"], 1),
+                "epoch_s": round(real["epoch_s"], 3),
+                "ms_per_step": round(1000 * real["epoch_s"] / max(1, real["steps_per_epoch"]), 2),
+                "fixed_s": round(real["fixed_s"], 1),
+                "runs": len(members),
+                "epochs": epochs,
+                "est_s_per_run": round(est_of[key], 1),
+            }
+            if cfg["pretrain"] is not None:
+                line["note"] = "scratch runs only; pre-training is not planned here"
+            print(json.dumps(line), flush=True)
+        plan += [
+            (path, e["seed"], est_of[(e["backbone"], e["head"], e["label_fraction"])]) for e in runs
+        ]
     if args.plan is not None:
         chosen = fit_budget(plan, args.plan)
         for path, seed, _ in chosen:

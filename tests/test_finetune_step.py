@@ -67,6 +67,18 @@ def test_plan_measures_a_real_epoch_and_lists_the_runs_that_fit(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_ft.json"]
 
 
+def test_plan_times_each_label_fraction_apart(finetune_step, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _config(tmp_path, label_fractions=[1.0, 0.5])
+    argv = [str(path), "--device", "cpu", "--warmup", "0", "--steps", "1", "--epochs", "2"]
+    assert finetune_step.main([*argv, "--plan", "1e9"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = [json.loads(x) for x in out if x.startswith("{")]
+    assert sorted(x["label_fraction"] for x in lines) == [0.5, 1.0]
+    assert all(x["runs"] == 3 for x in lines)
+    assert len([x for x in out if not x.startswith("{")]) == 6
+
+
 def test_plan_rejects_bad_arguments(finetune_step, tmp_path):
     path = _config(tmp_path)
     for bad in (["--plan", "0"], ["--epochs", "1"], ["--steps", "0"]):
