@@ -76,6 +76,7 @@ tests_and_benchmarks() {
     # machine's build through the CPU layer too?
     "$py" -X faulthandler -m pytest -v -p no:cacheprovider tests/test_puzzle_cuda.py \
       tests/test_puzzle.py::test_cpp_layer_checks_its_arguments \
+      tests/test_puzzle.py::test_cuda_entry_point_checks_its_arguments_without_a_gpu \
       >"$out/cuda_tests.log" 2>&1 || say "CUDA kernel tests failed: see cuda_tests.log"
     tail -n 15 "$out/cuda_tests.log" | tee -a "$log"
   fi

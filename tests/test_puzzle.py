@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -500,6 +504,69 @@ def test_cpp_layer_checks_its_arguments():
         with pytest.raises(TypeError):
             call(**kw)
     np.testing.assert_array_equal(out, before)  # failed calls leave the output alone
+
+
+# The CUDA entry point checks its arguments before it touches a pointer, so a bad call raises the
+# same way on a machine without a GPU, given a build with the CUDA kernels (nvcc is enough). Each
+# call runs in a child process (a crash fails one case and names it), once with no torch loaded
+# and once with torch loaded first: on an H200 (2026-11-30) such a call crashed the interpreter,
+# so the two tell a fault of the module from one of its coexistence with torch.
+_CUDA_ENTRY_CALL = """
+import sys
+if sys.argv[2] == "torch":
+    import torch
+import numpy as np
+from puzzle_inputs import puzzle_layout
+from rubikkit import _ext
+
+C = _ext.extension()
+origins, perms, rots = puzzle_layout(2, (2, 1, 9, 9, 9), 2, 4, 0)
+numel, itemsize = 2 * 8 * 4**3, 4
+if sys.argv[1] == "origins":
+    origins = origins + 6
+elif sys.argv[1] == "out":
+    numel = 7
+else:
+    itemsize = 3
+try:
+    # Aligned stand-in pointers: every check fails before one would be read.
+    C.puzzle_cuda(256, [2, 1, 9, 9, 9], [729, 729, 81, 9, 1], itemsize, origins, perms, rots,
+                  (4, 4, 4), 4096, numel, 0, 0)
+except ValueError as exc:
+    print("ValueError:", exc)
+else:
+    print("no error")
+print("torch loaded:", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(not _ext.cuda_compiled(), reason="rubikkit._C has no CUDA kernels (no nvcc)")
+@pytest.mark.parametrize("loaded", ["bare", "torch"])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("origins", "ValueError: origins: cube of cell 4 in sample 0 at \\(10, 6, 6\\)"),
+        ("out", "ValueError: out: has 7 elements"),
+        ("itemsize", "ValueError: volumes: unsupported item size 3"),
+    ],
+)
+def test_cuda_entry_point_checks_its_arguments_without_a_gpu(case, match, loaded):
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", _CUDA_ENTRY_CALL, case, loaded],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, (
+        f"puzzle_cuda with a bad {case!r} ({loaded}): the process ended with status "
+        f"{proc.returncode} instead of raising ValueError\n{proc.stderr[-3000:]}"
+    )
+    assert re.search(match, proc.stdout), proc.stdout
+    assert f"torch loaded: {loaded == 'torch'}" in proc.stdout
+
 
 
 @requires_kernel
