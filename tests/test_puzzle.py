@@ -568,7 +568,6 @@ def test_cuda_entry_point_checks_its_arguments_without_a_gpu(case, match, loaded
     assert f"torch loaded: {loaded == 'torch'}" in proc.stdout
 
 
-
 @requires_kernel
 def test_cpp_layer_handles_empty_batch_and_channels():
     C = puzzle_module._kernel_module()
