@@ -153,6 +153,9 @@ def _extensions():
             cxx_std=17,
             extra_compile_args=["-O3", *openmp],
             extra_link_args=openmp,
+            # Named, not left to the linker driver: where LDSHARED is the C compiler (gcc -shared)
+            # the module was linked without libstdc++, and every C++ exception it threw crashed.
+            libraries=["stdc++"] if sys.platform.startswith("linux") else [],
         )
     ]
 

@@ -42,8 +42,9 @@ name=$(basename "$cfg" .json)
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
   >"$out/gpu_util.csv" 2>&1 &
 smi=$!
-(RUBIKKIT_CUDA=1 RUBIKKIT_CUDA_ARCH=${RUBIKKIT_CUDA_ARCH:-90} nice "$py" -m pip install -q \
-  --no-build-isolation --no-deps -e . && "$py" -m rubikkit info) >"$out/install.log" 2>&1 &
+(RUBIKKIT_CUDA=1 RUBIKKIT_CUDA_ARCH=${RUBIKKIT_CUDA_ARCH:-90} nice "$py" -m pip install -v \
+  --no-build-isolation --no-deps -e . && ldd rubikkit/_C*.so && "$py" -m rubikkit info) \
+  >"$out/install.log" 2>&1 &
 inst=$!
 
 lane() {

@@ -65,7 +65,10 @@ copy_records() {
 install() {
   say "install (CUDA architectures ${RUBIKKIT_CUDA_ARCH:-90})"
   RUBIKKIT_CUDA=1 RUBIKKIT_CUDA_ARCH=${RUBIKKIT_CUDA_ARCH:-90} \
-    "$py" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | tail -n 5 | tee -a "$log"
+    "$py" -m pip install -v --no-build-isolation --no-deps -e . >"$out/install.log" 2>&1 ||
+    say "install failed: see install.log"
+  tail -n 5 "$out/install.log" | tee -a "$log"
+  ldd rubikkit/_C*.so 2>&1 | tee -a "$log" || true
   "$py" -m rubikkit info 2>&1 | tee -a "$log"
 }
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import signal
+import subprocess
+import sys
 import warnings
 
 from rubikkit import RubikkitWarning
@@ -33,6 +36,49 @@ def cuda_compiled() -> bool:
     """True when ``rubikkit._C`` was built with the CUDA kernels."""
     ext = extension()
     return bool(ext is not None and getattr(ext, "with_cuda", lambda: False)())
+
+
+# A bad direct call: the C++ layer must raise ValueError (origins out of bounds) before it reads a
+# byte. Printed: the outcome, then which libstdc++ the process mapped (the usual suspect).
+_ERROR_PROBE = """
+import numpy as np
+import rubikkit._C as C
+try:
+    C.puzzle_cpu(np.zeros((1, 1, 4, 4, 4), np.float32), np.full((1, 8, 3), 9, np.int64),
+                 np.zeros((1, 8), np.int64), np.zeros((1, 8), np.int64), (2, 2, 2),
+                 np.zeros((1, 8, 1, 2, 2, 2), np.float32))
+except ValueError:
+    print("raised")
+with open("/proc/self/maps") as fh:
+    libs = sorted({line.split()[-1] for line in fh if "libstdc++" in line})
+print("libstdc++:", ", ".join(libs) or "none mapped")
+"""
+
+
+@functools.cache
+def errors_raise() -> tuple[bool, str]:
+    """Whether a C++ error in ``rubikkit._C`` reaches Python as an exception, tried in a child.
+
+    Returns ``(ok, detail)``. A build whose C++ exceptions cannot unwind (seen on one GPU machine:
+    the module linked without libstdc++ and a bad direct call killed the interpreter) gives
+    ``False`` and the way the child ended. The Python layer checks every argument before the
+    kernels run, so such a build still computes correctly; only direct calls of ``rubikkit._C``
+    with bad arguments crash.
+    """
+    if extension() is None:
+        return False, "rubikkit._C is not built"
+    proc = subprocess.run(
+        [sys.executable, "-c", _ERROR_PROBE], capture_output=True, text=True, timeout=120
+    )
+    libs = next((ln for ln in proc.stdout.splitlines() if ln.startswith("libstdc++:")), "")
+    if proc.returncode == 0 and proc.stdout.startswith("raised"):
+        return True, libs
+    if proc.returncode < 0:
+        how = f"died with {signal.Signals(-proc.returncode).name}"
+    else:
+        how = f"ended with status {proc.returncode} without raising ValueError"
+    tail = proc.stderr.strip().splitlines()[-1:] or [""]
+    return False, f"a bad direct call of rubikkit._C.puzzle_cpu {how}; {libs} {tail[0]}".strip()
 
 
 def warn_fallback(op: str, fallback: str) -> None:

@@ -34,9 +34,12 @@ def info_dict() -> dict:
             int(ext.openmp_max_threads()) if hasattr(ext, "openmp_max_threads") else None
         )
         d["cuda_kernels_compiled"] = _ext.cuda_compiled()
+        ok, detail = _ext.errors_raise()
+        d["cpp_errors_raise"] = True if ok else f"NO: {detail}"
     else:
         d["openmp_threads"] = None
         d["cuda_kernels_compiled"] = False
+        d["cpp_errors_raise"] = None
     d["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", "unset")
     d["cpu_count"] = os.cpu_count()
     try:

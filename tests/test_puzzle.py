@@ -434,6 +434,10 @@ def test_unpuzzle_bad_arguments():
 
 @requires_kernel
 def test_cpp_layer_checks_its_arguments():
+    # First in a child process: where C++ exceptions cannot unwind, the calls below would kill
+    # this test run instead of failing this test.
+    ok, detail = _ext.errors_raise()
+    assert ok, detail
     C = puzzle_module._kernel_module()
     vols, origins, cube, perms, rots = _args()
     cube3 = (cube, cube, cube)
@@ -504,6 +508,18 @@ def test_cpp_layer_checks_its_arguments():
         with pytest.raises(TypeError):
             call(**kw)
     np.testing.assert_array_equal(out, before)  # failed calls leave the output alone
+
+
+@requires_kernel
+def test_error_probe_tells_a_crash_from_a_raise(monkeypatch):
+    assert _ext.errors_raise.__wrapped__()[0]  # this build: C++ errors become ValueError
+    crash = "import os, signal\nprint('libstdc++: none mapped', flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)"
+    monkeypatch.setattr(_ext, "_ERROR_PROBE", crash)
+    ok, detail = _ext.errors_raise.__wrapped__()
+    assert not ok and "died with SIGSEGV" in detail and "none mapped" in detail
+    monkeypatch.setattr(_ext, "_ERROR_PROBE", "print('libstdc++: x')")
+    ok, detail = _ext.errors_raise.__wrapped__()
+    assert not ok and "status 0 without raising ValueError" in detail
 
 
 # The CUDA entry point checks its arguments before it touches a pointer, so a bad call raises the
