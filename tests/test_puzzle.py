@@ -522,6 +522,18 @@ def test_error_probe_tells_a_crash_from_a_raise(monkeypatch):
     assert not ok and "status 0 without raising ValueError" in detail
 
 
+@requires_kernel
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or shutil.which("ldd") is None, reason="needs Linux ldd"
+)
+def test_extension_names_libstdcxx_as_a_dependency():
+    # Linked by the C driver (`gcc -shared`, as some Pythons' sysconfig asks) without naming
+    # libstdc++, the module depends on whatever libstdc++ the process already holds, if any.
+    path = puzzle_module._kernel_module().__file__
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++" in out, f"{path} does not depend on libstdc++:\n{out}"
+
+
 # The CUDA entry point checks its arguments before it touches a pointer, so a bad call raises the
 # same way on a machine without a GPU, given a build with the CUDA kernels (nvcc is enough). Each
 # call runs in a child process (a crash fails one case and names it), once with no torch loaded
