@@ -42,9 +42,9 @@ name=$(basename "$cfg" .json)
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
   >"$out/gpu_util.csv" 2>&1 &
 smi=$!
-(RUBIKKIT_CUDA=1 RUBIKKIT_CUDA_ARCH=${RUBIKKIT_CUDA_ARCH:-90} nice "$py" -m pip install -v \
-  --no-build-isolation --no-deps -e . && ldd rubikkit/_C*.so && "$py" -m rubikkit info) \
-  >"$out/install.log" 2>&1 &
+# device_run.sh's install step alone (pip's full output to $OUT/install.log, its summary to
+# $OUT/device_run.log).
+OUT=$out STEPS=install nice bash experiments/device_run.sh 0 >/dev/null 2>&1 &
 inst=$!
 
 lane() {
@@ -76,5 +76,5 @@ if [ -d "runs/$name" ]; then
     cp "$f" "$out/$(echo "${f#runs/}" | tr / _)"
   done
 fi
-wait "$inst" && echo "install done" || echo "install failed or still running: see install.log"
+wait "$inst" && echo "install done" || echo "install failed: see install.log and device_run.log"
 tail -n 3 "$out"/lane*.log

@@ -49,9 +49,12 @@ try:
                  np.zeros((1, 8, 1, 2, 2, 2), np.float32))
 except ValueError:
     print("raised")
-with open("/proc/self/maps") as fh:
-    libs = sorted({line.split()[-1] for line in fh if "libstdc++" in line})
-print("libstdc++:", ", ".join(libs) or "none mapped")
+try:
+    with open("/proc/self/maps") as fh:  # Linux only
+        libs = ", ".join(sorted({ln.split()[-1] for ln in fh if "libstdc++" in ln})) or "none mapped"
+except OSError:
+    libs = "not known here"
+print("libstdc++:", libs)
 """
 
 

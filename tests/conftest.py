@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,3 +52,26 @@ def cuda_available() -> bool:
 requires_cuda = pytest.mark.skipif(
     not cuda_available(), reason="needs a CUDA GPU and rubikkit._C built with the CUDA kernels"
 )
+
+
+def run_direct_call(script: str, *args: str, what: str) -> str:
+    """Run ``script`` in a child Python (the repository and tests/ importable) and return its
+    stdout; fail, naming ``what`` and how the child ended, unless it exits with status 0.
+
+    Bad direct calls of ``rubikkit._C`` run this way: should one crash its process instead of
+    raising, it fails one test and says which call it was, and the rest of the run goes on.
+    """
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
+    proc = subprocess.run(
+        [sys.executable, "-X", "faulthandler", "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, (
+        f"{what}: the process ended with status {proc.returncode} instead of raising "
+        f"ValueError\n{proc.stderr[-3000:]}"
+    )
+    return proc.stdout

@@ -13,11 +13,11 @@ import shutil
 import subprocess
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_direct_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from puzzle_inputs import (
@@ -537,8 +537,8 @@ def test_extension_names_libstdcxx_as_a_dependency():
 # The CUDA entry point checks its arguments before it touches a pointer, so a bad call raises the
 # same way on a machine without a GPU, given a build with the CUDA kernels (nvcc is enough). Each
 # call runs in a child process (a crash fails one case and names it), once with no torch loaded
-# and once with torch loaded first: on an H200 (2026-11-30) such a call crashed the interpreter,
-# so the two tell a fault of the module from one of its coexistence with torch.
+# and once with torch loaded first: a module linked without libstdc++ may still import and even
+# raise where torch brought a libstdc++ along, and crash where nothing did.
 _CUDA_ENTRY_CALL = """
 import sys
 if sys.argv[2] == "torch":
@@ -579,21 +579,10 @@ print("torch loaded:", "torch" in sys.modules)
     ],
 )
 def test_cuda_entry_point_checks_its_arguments_without_a_gpu(case, match, loaded):
-    tests = Path(__file__).resolve().parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests.parent), str(tests)]))
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", "-c", _CUDA_ENTRY_CALL, case, loaded],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, (
-        f"puzzle_cuda with a bad {case!r} ({loaded}): the process ended with status "
-        f"{proc.returncode} instead of raising ValueError\n{proc.stderr[-3000:]}"
-    )
-    assert re.search(match, proc.stdout), proc.stdout
-    assert f"torch loaded: {loaded == 'torch'}" in proc.stdout
+    what = f"puzzle_cuda with a bad {case!r} ({loaded})"
+    out = run_direct_call(_CUDA_ENTRY_CALL, case, loaded, what=what)
+    assert re.search(match, out), out
+    assert f"torch loaded: {loaded == 'torch'}" in out
 
 
 @requires_kernel

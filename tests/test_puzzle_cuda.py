@@ -7,16 +7,12 @@ plus what only a GPU has: the caller's current stream, another device, the torch
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import requires_cuda
+from conftest import requires_cuda, run_direct_call
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from puzzle_inputs import TORCH_DTYPES, TORCH_LAYOUTS, as_numpy, puzzle_layout, torch_volumes
@@ -142,7 +138,6 @@ def test_cuda_bad_arguments():
 _DIRECT_CALL = """
 import importlib, sys
 import torch
-sys.path.insert(0, sys.argv[2])
 from puzzle_inputs import puzzle_layout
 
 C = importlib.import_module("rubikkit.ops.puzzle")._kernel_module()
@@ -178,17 +173,5 @@ else:
 )
 def test_cuda_cpp_layer_checks_its_arguments(case, match):
     """The C++ layer checks again when called directly, bypassing the Python checks."""
-    tests = str(Path(__file__).resolve().parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tests).parent), tests]))
-    proc = subprocess.run(
-        [sys.executable, "-X", "faulthandler", "-c", _DIRECT_CALL, case, tests],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-    assert proc.returncode == 0, (
-        f"direct call with a bad {case!r}: the process ended with status {proc.returncode} "
-        f"instead of raising ValueError\n{proc.stderr[-3000:]}"
-    )
-    assert re.search(match, proc.stdout), proc.stdout
+    out = run_direct_call(_DIRECT_CALL, case, what=f"direct call with a bad {case!r}")
+    assert re.search(match, out), out
