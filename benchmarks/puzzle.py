@@ -2,9 +2,11 @@
 
 One run measures, on the same inputs: the numpy reference, the idiomatic torch version (slice +
 flip per cube), the C++ kernel and a plain memcpy of the same number of bytes; with a GPU also the
-CUDA kernel, torch on the GPU and a device-to-device copy. Bandwidth counts bytes read + written,
-2x the output (the op reads exactly the voxels it writes). The implementations run interleaved,
-one call each per round, so that a machine shared with other work slows them alike.
+CUDA kernel, torch on the GPU and a device-to-device copy, and then (torch.profiler) the device
+time of the kernel and of the copy alone, which splits a call's time into host work and kernel.
+Bandwidth counts bytes read + written, 2x the output (the op reads exactly the voxels it
+writes). The implementations run interleaved, one call each per round, so that a machine shared
+with other work slows them alike.
 
     python benchmarks/puzzle.py                 # print the table
     python benchmarks/puzzle.py --write         # and record it in benchmarks/RESULTS.md
@@ -82,6 +84,43 @@ def cuda_timer(fn) -> float:
     return start.elapsed_time(stop) / 1e3
 
 
+def device_times(fn, calls: int, match: str, device: str = "cuda") -> list[float]:
+    """Seconds each profiled event whose name contains ``match`` took on ``device``.
+
+    Run ``fn`` ``calls`` times under torch.profiler. On a GPU the events are the kernels and
+    copies themselves (device time, without the host work of the call that launched them), so
+    they split a call's cost between the host and the device; on the CPU they are the torch ops.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    want = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+    return [
+        e.time_range.elapsed_us() / 1e6
+        for e in prof.events()
+        if e.device_type == want and match in e.name
+    ]
+
+
+def device_rows(fns: dict, calls: int) -> dict:
+    """Mean device time per call of each ``name: (fn, event-name match)``; absent if no event."""
+    rows = {}
+    for name, (fn, match) in fns.items():
+        times = device_times(fn, calls, match)
+        if times:
+            rows[name] = sum(times) / calls
+    return rows
+
+
 def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int, float]:
     load = os.getloadavg()[0]  # other work on the machine slows everything, threads most
     vols, origins, perms, rots, cube = benchmark_inputs(
@@ -135,7 +174,27 @@ def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int
         puzzle(gvols, origins, cube, perms, rots, out=gout)
         np.testing.assert_array_equal(gout.cpu().numpy(), out)
         gpu = run_rounds(gpu_fns, args.repeat, args.warmup, cuda_timer)
+        # The same calls, device time only: how the whole call splits into host and kernel.
+        names = list(gpu_fns)
+        gpu.update(
+            device_rows(
+                {
+                    "CUDA kernel alone (device time)": (gpu_fns[names[0]], "puzzle_kernel"),
+                    "device-to-device copy alone (device time)": (
+                        gpu_fns[names[2]],
+                        "Memcpy DtoD",
+                    ),
+                },
+                args.repeat,
+            )
+        )
     return list(cpu.items()), list(gpu.items()), nbytes, load
+
+
+def split_device_time(gpu) -> tuple[list, list]:
+    """The GPU rows timed as whole calls, and the profiled device-time-only rows."""
+    alone = [(n, t) for n, t in gpu if n.endswith("(device time)")]
+    return [(n, t) for n, t in gpu if not n.endswith("(device time)")], alone
 
 
 def table(cpu, gpu, nbytes) -> str:
@@ -158,9 +217,20 @@ def table(cpu, gpu, nbytes) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     out += rows(cpu, "memcpy (np.copyto)", "numpy reference", "vs reference")
-    if gpu:
-        names = [n for n, _ in gpu]
-        out += rows(gpu, "device-to-device copy", names[1], "vs torch GPU")
+    whole, alone = split_device_time(gpu)
+    if whole:
+        out += rows(whole, "device-to-device copy", whole[1][0], "vs torch GPU")
+    if len(alone) == 2:  # kernel and copy, profiled
+        copy_bw = moved / alone[1][1]
+        out += [
+            "",
+            "| device time only (torch.profiler) | ms | GB/s (read + write) | of copy bandwidth |",
+        ]
+        out += ["|---|---:|---:|---:|"]
+        out += [
+            f"| {name} | {t * 1e3:.3f} | {moved / t / 1e9:.1f} | {100 * moved / t / copy_bw:.0f}% |"
+            for name, t in alone
+        ]
     return "\n".join(out)
 
 
@@ -174,8 +244,9 @@ def verdict(cpu, gpu, nbytes) -> str:
         f"C++ kernel: {100 * frac:.0f}% of memcpy bandwidth (target >= 70%), "
         f"{speed:.1f}x the numpy reference (target >= 3x): {'met' if ok else 'NOT met'}."
     ]
-    if gpu:
-        g = dict(gpu)
+    whole, alone = split_device_time(gpu)
+    if whole:
+        g = dict(whole)
         names = list(g)
         frac = g["device-to-device copy"] / g[names[0]]
         speed = g[names[1]] / g[names[0]]
@@ -184,6 +255,16 @@ def verdict(cpu, gpu, nbytes) -> str:
             f"CUDA kernel: {100 * frac:.0f}% of device copy bandwidth (target >= 70%), "
             f"{speed:.1f}x torch on the GPU (target >= 3x): {'met' if ok else 'NOT met'}."
         )
+        if len(alone) == 2:
+            kernel, copy = (t for _, t in alone)
+            lines.append(
+                f"Device time alone: the kernel takes {kernel * 1e3:.3f} ms of the "
+                f"{g[names[0]] * 1e3:.3f} ms call ({100 * kernel / g[names[0]]:.0f}%; the rest is "
+                f"host work and launch) and reaches {100 * copy / kernel:.0f}% of the copy's "
+                "bandwidth."
+            )
+        else:
+            lines.append("Device time alone: the profiler recorded no kernel events.")
     else:
         lines.append("CUDA: no GPU on this machine, not measured.")
     return " ".join(lines)

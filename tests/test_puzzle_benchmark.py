@@ -1,0 +1,61 @@
+"""benchmarks/puzzle.py: runs on the CPU, and splits a call's time by the profiler's events."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("puzzle_bench", REPO / "benchmarks" / "puzzle.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO / "benchmarks"))  # its helpers, as when run as a script
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+def test_device_times_counts_one_event_per_matching_call(bench):
+    a, b = torch.ones(64), torch.ones(64)
+    times = bench.device_times(lambda: torch.add(a, b), 5, "aten::add", device="cpu")
+    assert len(times) == 5 and all(t > 0 for t in times)
+    assert bench.device_times(lambda: torch.add(a, b), 3, "no_such_op", device="cpu") == []
+
+
+def test_small_run_prints_the_cpu_table(bench, capsys):
+    args = ["--batch", "2", "--size", "32", "--cube", "12", "--repeat", "2", "--warmup", "0"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    assert "| numpy reference |" in out and "| memcpy (np.copyto) |" in out
+    if not torch.cuda.is_available():
+        assert "CUDA: no GPU on this machine, not measured." in out
+
+
+def test_profiled_rows_get_their_own_table_and_verdict(bench):
+    cpu = [("numpy reference", 4e-3), ("C++ kernel (cpp)", 1e-3), ("memcpy (np.copyto)", 1e-3)]
+    gpu = [
+        ("CUDA kernel (cuda)", 4e-4),
+        ("torch (slice + flip), GPU", 2e-3),
+        ("device-to-device copy", 1e-4),
+        ("CUDA kernel alone (device time)", 2e-4),
+        ("device-to-device copy alone (device time)", 1e-4),
+    ]
+    nbytes = 10**6
+    text = bench.table(cpu, gpu, nbytes)
+    main_rows = text.split("\n\n")[0]
+    assert "(device time)" not in main_rows  # the whole-call table keeps its copy reference
+    assert "| CUDA kernel alone (device time) | 0.200 | 10.0 | 50% |" in text
+    verdict = bench.verdict(cpu, gpu, nbytes)
+    assert "25% of device copy bandwidth" in verdict  # whole call: 0.1 ms copy / 0.4 ms
+    assert "takes 0.200 ms of the 0.400 ms call (50%" in verdict
+    assert "reaches 50% of the copy's bandwidth" in verdict
+    assert "profiler recorded no kernel events" in bench.verdict(cpu, gpu[:3], nbytes)
