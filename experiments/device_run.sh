@@ -85,7 +85,7 @@ tests_and_benchmarks() {
   fi
   if [[ $steps == *" bench "* ]]; then
     say "benchmarks"
-    "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 12 | tee -a "$log"
+    "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 20 | tee -a "$log"
     cp benchmarks/RESULTS.md "$out/"
     if [ "${PLAN:-0}" != 1 ] || [ "$(elapsed)" -lt "$budget" ]; then
       "$py" benchmarks/pretrain.py --device cuda --write 2>&1 | tail -n 8 | tee -a "$log"
