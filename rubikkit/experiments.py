@@ -1141,7 +1141,10 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         out.append("")
         lines = against_scratch(recs, [m for m in metrics if m not in _PROXY_METRICS])
         if lines:
-            out.append("Against scratch (a claim needs a margin larger than the seed sd of both):")
+            out.append(
+                "Against scratch (a claim needs a margin larger than the seed sd of both; "
+                "'by' is the mean ± sd of the per-seed differences):"
+            )
             out.append("")
             out += [f"- {line}" for line in lines]
             out.append("")
@@ -1160,7 +1163,12 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     ``records`` are of one protocol group. A method *beats* (or *trails*) scratch when the
     difference of the means is larger than the larger of the two sample sds; otherwise it is
     *within seed noise*. With fewer than 2 runs on either side there is no sd and no verdict.
-    Seeds run by both sides are compared pairwise as well (same seed, same labelled subset).
+    Seeds run by both sides are compared pairwise as well (same seed, same labelled subset): how
+    many the method wins and, with 2 or more pairs, the mean ± sd of the per-seed differences,
+    marked *beyond its paired sd* when the mean is larger than that sd. Pairing removes the
+    spread the two sides share (which volumes are labelled, their order), so it can see a
+    difference the unpaired rule calls noise; with one pre-training behind every seed of a
+    method, it still says nothing about the pre-training's own seed.
     """
     from rubikkit.results import _mean_sd
 
@@ -1193,11 +1201,17 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
             else:
                 verdict = "within seed noise"
             paired = sorted(set(runs) & set(base))
-            wins = sum(runs[s][m] > base[s][m] for s in paired if m in runs[s] and m in base[s])
+            diffs = [runs[s][m] - base[s][m] for s in paired if m in runs[s] and m in base[s]]
+            wins = sum(d > 0 for d in diffs)
+            pair_note = ""
+            if len(diffs) >= 2:
+                pm, ps = _mean_sd(diffs)
+                beyond = " (beyond its paired sd)" if abs(pm) > ps else ""
+                pair_note = f", by {pm:+.3f} ± {ps:.3f}{beyond}"
             lines.append(
                 f"{where}: {diff:+.3f} ({ma:.3f} vs {mb:.3f}; sd {sa:.3f} vs {sb:.3f}, "
-                f"n={len(a)} vs {len(b)}): **{verdict}**; higher on {wins} of {len(paired)} "
-                "paired seeds"
+                f"n={len(a)} vs {len(b)}): **{verdict}**; higher on {wins} of {len(diffs)} "
+                f"paired seeds{pair_note}"
             )
     return lines
 

@@ -329,6 +329,14 @@ def test_against_scratch_verdicts():
     assert "**beats scratch**" in text["rubik"] and "higher on 3 of 3 paired seeds" in text["rubik"]
     assert "+0.090" in text["rubik"]
     assert "**within seed noise**" in text["ordering"]
+    # Paired: rubik wins by 0.10, 0.09, 0.08 (mean 0.09, sd 0.01); ordering's pairs scatter.
+    assert "by +0.090 ± 0.010 (beyond its paired sd)" in text["rubik"]
+    assert "by +0.003 ± 0.093" in text["ordering"] and "beyond" not in text["ordering"]
+    # A shift that the unpaired spread hides but every seed shows: within noise, beyond paired.
+    wide = [rec("scratch", s, v) for s, v in enumerate([0.60, 0.80, 0.70])]
+    shifted = [rec("jigsaw3d", s, v) for s, v in enumerate([0.58, 0.78, 0.69])]
+    [line] = against_scratch(wide + shifted, ["auc"])
+    assert "**within seed noise**" in line and "by -0.017 ± 0.006 (beyond its paired sd)" in line
     assert "**trails scratch**" in text["tcpc"]
     assert "no verdict" in text["cpc3d"]
     # No scratch runs: nothing to compare with.
