@@ -121,7 +121,8 @@ def device_rows(fns: dict, calls: int) -> dict:
     return rows
 
 
-def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int, float]:
+def measure(args) -> tuple[list, list, dict, int, float]:
+    """CPU rows, GPU rows (whole calls), GPU device time alone ({'kernel', 'copy'}), bytes, load."""
     load = os.getloadavg()[0]  # other work on the machine slows everything, threads most
     vols, origins, perms, rots, cube = benchmark_inputs(
         args.batch, 1, args.size, args.cube, seed=args.seed
@@ -157,7 +158,7 @@ def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int
     cpu = run_rounds(cpu_fns, args.repeat, args.warmup, cpu_timer)
     cpu = {**dict(list(cpu.items())[:1]), **torch_cpu, **dict(list(cpu.items())[1:])}
 
-    gpu = {}
+    gpu, alone = {}, {}
     if torch.cuda.is_available():
         gvols = tvols.cuda()
         gout = torch.empty(out.shape, device="cuda")
@@ -175,29 +176,15 @@ def measure(args) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int
         np.testing.assert_array_equal(gout.cpu().numpy(), out)
         gpu = run_rounds(gpu_fns, args.repeat, args.warmup, cuda_timer)
         # The same calls, device time only: how the whole call splits into host and kernel.
-        names = list(gpu_fns)
-        gpu.update(
-            device_rows(
-                {
-                    "CUDA kernel alone (device time)": (gpu_fns[names[0]], "puzzle_kernel"),
-                    "device-to-device copy alone (device time)": (
-                        gpu_fns[names[2]],
-                        "Memcpy DtoD",
-                    ),
-                },
-                args.repeat,
-            )
+        kernel_fn, _, copy_fn = gpu_fns.values()
+        alone = device_rows(
+            {"kernel": (kernel_fn, "puzzle_kernel"), "copy": (copy_fn, "Memcpy DtoD")},
+            args.repeat,
         )
-    return list(cpu.items()), list(gpu.items()), nbytes, load
+    return list(cpu.items()), list(gpu.items()), alone, nbytes, load
 
 
-def split_device_time(gpu) -> tuple[list, list]:
-    """The GPU rows timed as whole calls, and the profiled device-time-only rows."""
-    alone = [(n, t) for n, t in gpu if n.endswith("(device time)")]
-    return [(n, t) for n, t in gpu if not n.endswith("(device time)")], alone
-
-
-def table(cpu, gpu, nbytes) -> str:
+def table(cpu, gpu, nbytes, alone=None) -> str:
     moved = 2 * nbytes  # read + written
 
     def rows(results, copy_name, base_name, base_label):
@@ -217,24 +204,23 @@ def table(cpu, gpu, nbytes) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     out += rows(cpu, "memcpy (np.copyto)", "numpy reference", "vs reference")
-    whole, alone = split_device_time(gpu)
-    if whole:
-        out += rows(whole, "device-to-device copy", whole[1][0], "vs torch GPU")
-    if len(alone) == 2:  # kernel and copy, profiled
-        copy_bw = moved / alone[1][1]
+    if gpu:
+        out += rows(gpu, "device-to-device copy", gpu[1][0], "vs torch GPU")
+    if alone and len(alone) == 2:  # kernel and copy, profiled
         out += [
             "",
             "| device time only (torch.profiler) | ms | GB/s (read + write) | of copy bandwidth |",
         ]
         out += ["|---|---:|---:|---:|"]
         out += [
-            f"| {name} | {t * 1e3:.3f} | {moved / t / 1e9:.1f} | {100 * moved / t / copy_bw:.0f}% |"
-            for name, t in alone
+            f"| {label} | {alone[key] * 1e3:.3f} | {moved / alone[key] / 1e9:.1f} "
+            f"| {100 * alone['copy'] / alone[key]:.0f}% |"
+            for key, label in (("kernel", "CUDA kernel"), ("copy", "device-to-device copy"))
         ]
     return "\n".join(out)
 
 
-def verdict(cpu, gpu, nbytes) -> str:
+def verdict(cpu, gpu, nbytes, alone=None) -> str:
     d = dict(cpu)
     cpp = next(n for n in d if n.startswith("C++"))
     frac = d["memcpy (np.copyto)"] / d[cpp]
@@ -244,9 +230,8 @@ def verdict(cpu, gpu, nbytes) -> str:
         f"C++ kernel: {100 * frac:.0f}% of memcpy bandwidth (target >= 70%), "
         f"{speed:.1f}x the numpy reference (target >= 3x): {'met' if ok else 'NOT met'}."
     ]
-    whole, alone = split_device_time(gpu)
-    if whole:
-        g = dict(whole)
+    if gpu:
+        g = dict(gpu)
         names = list(g)
         frac = g["device-to-device copy"] / g[names[0]]
         speed = g[names[1]] / g[names[0]]
@@ -255,8 +240,8 @@ def verdict(cpu, gpu, nbytes) -> str:
             f"CUDA kernel: {100 * frac:.0f}% of device copy bandwidth (target >= 70%), "
             f"{speed:.1f}x torch on the GPU (target >= 3x): {'met' if ok else 'NOT met'}."
         )
-        if len(alone) == 2:
-            kernel, copy = (t for _, t in alone)
+        if alone and len(alone) == 2:
+            kernel, copy = alone["kernel"], alone["copy"]
             lines.append(
                 f"Device time alone: the kernel takes {kernel * 1e3:.3f} ms of the "
                 f"{g[names[0]] * 1e3:.3f} ms call ({100 * kernel / g[names[0]]:.0f}%; the rest is "
@@ -264,13 +249,13 @@ def verdict(cpu, gpu, nbytes) -> str:
                 "bandwidth."
             )
         else:
-            lines.append("Device time alone: the profiler recorded no kernel events.")
+            lines.append("Device time alone: the profiler recorded no kernel or no copy events.")
     else:
         lines.append("CUDA: no GPU on this machine, not measured.")
     return " ".join(lines)
 
 
-def section(args, cpu, gpu, nbytes, load) -> str:
+def section(args, cpu, gpu, alone, nbytes, load) -> str:
     today = datetime.date.today().isoformat()
     text = [
         SECTION,
@@ -293,7 +278,7 @@ def section(args, cpu, gpu, nbytes, load) -> str:
     ]
     if args.note:
         text += ["", args.note]
-    text += ["", table(cpu, gpu, nbytes), "", verdict(cpu, gpu, nbytes), ""]
+    text += ["", table(cpu, gpu, nbytes, alone), "", verdict(cpu, gpu, nbytes, alone), ""]
     return "\n".join(text)
 
 
@@ -323,13 +308,13 @@ def main(argv=None) -> int:
         if args.runs > 1:
             cpu = dict(runs[-1][0])
             print(
-                f"run {i + 1}/{args.runs} (load {runs[-1][3]:.1f}): "
+                f"run {i + 1}/{args.runs} (load {runs[-1][4]:.1f}): "
                 + ", ".join(f"{name} {t * 1e3:.2f} ms" for name, t in cpu.items()),
                 flush=True,
             )
     # The least disturbed run: the one whose plain memcpy was fastest.
-    cpu, gpu, nbytes, load = min(runs, key=lambda r: dict(r[0])["memcpy (np.copyto)"])
-    body = section(args, cpu, gpu, nbytes, load)
+    cpu, gpu, alone, nbytes, load = min(runs, key=lambda r: dict(r[0])["memcpy (np.copyto)"])
+    body = section(args, cpu, gpu, alone, nbytes, load)
     print(body)
     if args.write:
         write_section(SECTION, body)

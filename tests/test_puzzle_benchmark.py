@@ -46,16 +46,17 @@ def test_profiled_rows_get_their_own_table_and_verdict(bench):
         ("CUDA kernel (cuda)", 4e-4),
         ("torch (slice + flip), GPU", 2e-3),
         ("device-to-device copy", 1e-4),
-        ("CUDA kernel alone (device time)", 2e-4),
-        ("device-to-device copy alone (device time)", 1e-4),
     ]
+    alone = {"kernel": 2e-4, "copy": 1e-4}
     nbytes = 10**6
-    text = bench.table(cpu, gpu, nbytes)
-    main_rows = text.split("\n\n")[0]
-    assert "(device time)" not in main_rows  # the whole-call table keeps its copy reference
-    assert "| CUDA kernel alone (device time) | 0.200 | 10.0 | 50% |" in text
-    verdict = bench.verdict(cpu, gpu, nbytes)
+    text = bench.table(cpu, gpu, nbytes, alone)
+    first, second = text.split("\n\n")
+    assert "| device-to-device copy | 0.10 | 20.0 | 100% |" in first  # whole calls
+    assert "device time only" in second and "| CUDA kernel | 0.200 | 10.0 | 50% |" in second
+    assert "\n\n" not in bench.table(cpu, gpu, nbytes)  # not profiled: one table
+    verdict = bench.verdict(cpu, gpu, nbytes, alone)
     assert "25% of device copy bandwidth" in verdict  # whole call: 0.1 ms copy / 0.4 ms
     assert "takes 0.200 ms of the 0.400 ms call (50%" in verdict
     assert "reaches 50% of the copy's bandwidth" in verdict
-    assert "profiler recorded no kernel events" in bench.verdict(cpu, gpu[:3], nbytes)
+    missing = bench.verdict(cpu, gpu, nbytes, {"copy": 1e-4})
+    assert "no kernel or no copy events" in missing
