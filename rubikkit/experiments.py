@@ -39,9 +39,11 @@ Variants (levers)
 ``pretrain.variants`` tries the levers of a method beside its configured pre-training: each
 variant is an object with any of ``task_options`` (merged over the method's, e.g.
 ``{"n_perms": 10}``, ``{"gap": 0.25}``, ``{"jitter": false}``, ``{"cube_size": 10}``), ``epochs``,
-``lr`` and ``batch_size``, and an optional ``name`` (default: its settings, ``n_perms=10``). A
-variant is pre-trained and fine-tuned like its method; its records carry ``variant`` (the name;
-null for the configured pre-training) and its rows read ``rubik [n_perms=10]``.
+``lr``, ``batch_size`` and ``seed`` (another seed for the shared pre-training, so ``{"seed": 1}``
+repeats the configured pre-training to measure its own spread; needs ``pretrain.seed``), and an
+optional ``name`` (default: its settings, ``n_perms=10``). A variant is pre-trained and fine-tuned
+like its method; its records carry ``variant`` (the name; null for the configured pre-training)
+and its rows read ``rubik [n_perms=10]``.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ _VARIANT_FIELDS = {
     "epochs": int,
     "lr": (int, float),
     "batch_size": int,
+    "seed": int,
 }
 _FINETUNE_FIELDS = {
     "methods": list,
@@ -259,7 +262,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         for m in pt["task_options"]:
             if m not in pt["methods"]:
                 raise ValueError(f"pretrain.task_options: {m!r} is not in pretrain.methods")
-        pt["variants"] = _check_variants(pt.get("variants", {}), pt["methods"])
+        pt["variants"] = _check_variants(pt.get("variants", {}), pt["methods"], pt["seed"])
     elif cfg["proxy_eval"]:
         raise ValueError("proxy_eval: needs a pretrain section")
     ft = cfg["finetune"]
@@ -310,7 +313,7 @@ def variant_name(variant: dict) -> str:
                     for k, v in sorted(items.items()))  # fmt: skip
 
 
-def _check_variants(variants: dict, methods: list[str]) -> dict[str, list[dict]]:
+def _check_variants(variants: dict, methods: list[str], shared_seed) -> dict[str, list[dict]]:
     out = {}
     for m, vs in variants.items():
         where = f"pretrain.variants.{m}"
@@ -328,6 +331,16 @@ def _check_variants(variants: dict, methods: list[str]) -> dict[str, list[dict]]
                     raise ValueError(f"{where}[{i}].{k}: expected a positive int, got {v[k]}")
             if "lr" in v and not v["lr"] > 0:
                 raise ValueError(f"{where}[{i}].lr: expected a positive number, got {v['lr']}")
+            if "seed" in v:
+                if v["seed"] < 0:
+                    raise ValueError(
+                        f"{where}[{i}].seed: expected a non-negative int, got {v['seed']!r}"
+                    )
+                if shared_seed is None:
+                    raise ValueError(
+                        f"{where}[{i}].seed: needs pretrain.seed (one pre-training shared by the "
+                        "fine-tuning seeds); with pretrain.seed null each seed pre-trains anyway"
+                    )
             v = dict(v)
             v.setdefault("name", variant_name(v))
             if not v["name"] or not all(c.isalnum() or c in "_-=.,+" for c in v["name"]):
@@ -522,7 +535,8 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) ->
     if shared is not None:
         for bb in cfg["backbones"]:
             for i, (method, variant) in enumerate(pretrainings):
-                entries, pid, init_key = pretrain_entries(shared, bb, method, variant)
+                seed = shared if variant is None else variant.get("seed", shared)
+                entries, pid, init_key = pretrain_entries(seed, bb, method, variant)
                 plan += entries
                 shared_runs[bb, i] = (pid, init_key)
     for seed in seeds:
@@ -612,6 +626,15 @@ def _existing(records_path: Path) -> set[tuple[str, str]]:
     return {(r.get("run"), r.get("config_hash")) for r in load_records(records_path)}
 
 
+def _shared_seed(cfg: dict, entry: dict) -> int:
+    """The seed of the shared pre-training behind ``entry``: its variant's, else the config's."""
+    pt = cfg["pretrain"]
+    for v in pt["variants"].get(entry["method"], []):
+        if v["name"] == entry.get("variant"):
+            return v.get("seed", pt["seed"])
+    return pt["seed"]
+
+
 def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -> str:
     """The training budget of a record, saying when it is less than the config's (or recipe's).
 
@@ -642,7 +665,7 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
     if pt_settings is not None:
         pt_text = f"pre-train {budget(pt_settings, 'pretrain')}"
         if (cfg["pretrain"] or {}).get("seed") is not None:
-            pt_text += f", one pre-training (seed {cfg['pretrain']['seed']}) for all seeds"
+            pt_text += f", one pre-training (seed {_shared_seed(cfg, entry)}) for all seeds"
     if entry["kind"] == "proxy":
         return pt_text
     text = f"fine-tune {budget(entry['settings'], 'finetune')}"

@@ -235,6 +235,9 @@ def test_variants_plan_ids_and_keep_the_configured_hashes():
         ({"rubik": [{"lr": 1.0, "name": "a b"}]}, r"\[0\].name: use letters"),
         ({"rubik": [{"lr": 1.0, "name": "default"}]}, r"\[0\].name: 'default' names"),
         ({"rubik": [{"lr": 1.0, "name": "a"}, {"lr": 2.0, "name": "a"}]}, "two variants share"),
+        ({"rubik": [{"seed": -1}]}, r"pretrain.variants.rubik\[0\].seed: expected a non-negative"),
+        ({"rubik": [{"seed": True}]}, r"\[0\].seed: expected int, got bool"),
+        ({"rubik": [{"seed": 1}]}, r"\[0\].seed: needs pretrain.seed"),
     ],
 )
 def test_variant_errors_name_the_field(variants, match):
@@ -242,8 +245,25 @@ def test_variant_errors_name_the_field(variants, match):
         validate_config(_cfg(pretrain__variants=variants))
 
 
+def test_variant_seed_repeats_the_shared_pretraining():
+    cfg = validate_config(
+        _cfg(seeds=[0, 1], pretrain__seed=0, pretrain__variants={"rubik": [{"seed": 3}]})
+    )
+    plan = plan_grid(cfg)
+    runs = {e["run"]: e for e in plan}
+    pt, base = runs["s3/vgg3d/pt-rubik-seed=3"], runs["s0/vgg3d/pt-rubik"]
+    assert pt["seed"] == 3 and pt["variant"] == "seed=3"
+    # Same settings, another seed: another run, and fine-tunings that know which one they start from.
+    assert pt["settings"] == base["settings"] and pt["config_hash"] != base["config_hash"]
+    for s in (0, 1):
+        ft = runs[f"s{s}/vgg3d/ft-rubik-seed=3-classify-lf1"]
+        assert ft["init"] == "s3/vgg3d/pt-rubik-seed=3" and ft["seed"] == s
+        assert ft["config_hash"] != runs[f"s{s}/vgg3d/ft-rubik-classify-lf1"]["config_hash"]
+    assert sum(e["kind"] == "pretrain" for e in plan) == 2
+
+
 def test_variant_runs_records_and_rows(tmp_path):
-    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}]
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"seed": 1}]
     cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": levers}))
     kw = dict(device="cpu", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
               progress=False, log=lambda *a: None)  # fmt: skip
@@ -253,10 +273,16 @@ def test_variant_runs_records_and_rows(tmp_path):
         ("classify", "None"),
         ("classify", "long"),
         ("classify", "n_perms=3"),
+        ("classify", "seed=1"),
         ("proxy", "None"),
         ("proxy", "long"),
         ("proxy", "n_perms=3"),
+        ("proxy", "seed=1"),
     ]
+    # The protocol names the pre-training seed, so the repeat gets its own table beside scratch.
+    for r in records:
+        want = 1 if r["variant"] == "seed=1" else 0
+        assert f"one pre-training (seed {want}) for all seeds" in r["protocol"], r["protocol"]
     long = [r for r in records if r["variant"] == "long"]
     assert all("pre-train 2 epochs / max 2 steps" in r["protocol"] for r in long)
     # Measured against the variant's own budget, not the configured 1 epoch.
@@ -264,6 +290,10 @@ def test_variant_runs_records_and_rows(tmp_path):
     table = render_tables(records, cfg)
     assert "| rubik [n_perms=3] | vgg3d | classify |" in table
     assert "| rubik [long] | vgg3d | proxy |" in table
+    # The repeated pre-training has its own table (scratch would join it); the others have none.
+    repeat = table[table.index("one pre-training (seed 1)") :].split("\n**tiny**")[0]
+    assert "| rubik [seed=1] | vgg3d | classify | 0." in repeat
+    assert "| rubik | vgg3d | classify | – |" in repeat
     # --pretrain-epochs overrides the variants' epochs too: "long" is the configured run then.
     plan = run_experiment(cfg, pretrain_epochs=1, dry_run=True, **kw)
     assert not any(e.get("variant") == "long" for e in plan)
