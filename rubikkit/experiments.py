@@ -1177,6 +1177,15 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             out.append("")
             out += [f"- {line}" for line in flags]
             out.append("")
+    repeats = pretraining_seeds(records, cfg, [m for m in metrics if m not in _PROXY_METRICS])
+    if repeats:
+        out.append(
+            f"**{name}** — pre-training seeds (a repeated pre-training against the configured "
+            "one, fine-tuned with the same seeds; the rule above):"
+        )
+        out.append("")
+        out += [f"- {line}" for line in repeats]
+        out.append("")
     return "\n".join(out)
 
 
@@ -1191,10 +1200,8 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     marked *beyond its paired sd* when the mean is larger than that sd. Pairing removes the
     spread the two sides share (which volumes are labelled, their order), so it can see a
     difference the unpaired rule calls noise; with one pre-training behind every seed of a
-    method, it still says nothing about the pre-training's own seed.
+    method, it still says nothing about the pre-training's own seed (:func:`pretraining_seeds`).
     """
-    from rubikkit.results import _mean_sd
-
     by_key: dict[tuple, dict[int, dict]] = {}
     for r in records:
         if r.get("head") == "proxy":
@@ -1212,30 +1219,93 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
             if not a or not b:
                 continue
             where = f"{method} ({bb}, {head}, {_lf_label(lf)} of the labels), {m}"
-            if len(a) < 2 or len(b) < 2:
-                lines.append(f"{where}: n={len(a)} vs n={len(b)}, no verdict (needs 2 runs each)")
-                continue
-            (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
-            diff, spread = ma - mb, max(sa, sb)
-            if diff > spread:
-                verdict = "beats scratch"
-            elif diff < -spread:
-                verdict = "trails scratch"
-            else:
-                verdict = "within seed noise"
-            paired = sorted(set(runs) & set(base))
-            diffs = [runs[s][m] - base[s][m] for s in paired if m in runs[s] and m in base[s]]
-            wins = sum(d > 0 for d in diffs)
-            pair_note = ""
-            if len(diffs) >= 2:
-                pm, ps = _mean_sd(diffs)
-                beyond = " (beyond its paired sd)" if abs(pm) > ps else ""
-                pair_note = f", by {pm:+.3f} ± {ps:.3f}{beyond}"
             lines.append(
-                f"{where}: {diff:+.3f} ({ma:.3f} vs {mb:.3f}; sd {sa:.3f} vs {sb:.3f}, "
-                f"n={len(a)} vs {len(b)}): **{verdict}**; higher on {wins} of {len(diffs)} "
-                f"paired seeds{pair_note}"
+                f"{where}: " + _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
             )
+    return lines
+
+
+def _compare_seeds(runs: dict, base: dict, m: str, words: tuple[str, str], base_name: str) -> str:
+    """``runs`` against ``base`` ({seed: metrics}) in metric ``m``: the rule of :func:`against_scratch`.
+
+    ``words`` name the two directions (``("beats", "trails")``); the text starts at the difference.
+    """
+    from rubikkit.results import _mean_sd
+
+    a = [v[m] for v in runs.values() if m in v]
+    b = [v[m] for v in base.values() if m in v]
+    if len(a) < 2 or len(b) < 2:
+        return f"n={len(a)} vs n={len(b)}, no verdict (needs 2 runs each)"
+    (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
+    diff, spread = ma - mb, max(sa, sb)
+    if diff > spread:
+        verdict = f"{words[0]} {base_name}"
+    elif diff < -spread:
+        verdict = f"{words[1]} {base_name}"
+    else:
+        verdict = "within seed noise"
+    paired = sorted(set(runs) & set(base))
+    diffs = [runs[s][m] - base[s][m] for s in paired if m in runs[s] and m in base[s]]
+    wins = sum(d > 0 for d in diffs)
+    pair_note = ""
+    if len(diffs) >= 2:
+        pm, ps = _mean_sd(diffs)
+        beyond = " (beyond its paired sd)" if abs(pm) > ps else ""
+        pair_note = f", by {pm:+.3f} ± {ps:.3f}{beyond}"
+    return (
+        f"{diff:+.3f} ({ma:.3f} vs {mb:.3f}; sd {sa:.3f} vs {sb:.3f}, n={len(a)} vs {len(b)}): "
+        f"**{verdict}**; higher on {wins} of {len(diffs)} paired seeds{pair_note}"
+    )
+
+
+def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[str]:
+    """A repeated pre-training (a variant with a ``seed``) against the configured one.
+
+    For every fine-tuning setting both have run, the rule of :func:`against_scratch` with the
+    configured pre-training in the place of scratch, paired by fine-tuning seed: the difference is
+    what the pre-training's own seed changes, the spread a single pre-training per row hides. The
+    proxy scores of the two pre-trainings follow, side by side.
+    """
+    pt = (cfg or {}).get("pretrain") or {}
+    lines = []
+    for method, variants in pt.get("variants", {}).items():
+        for v in (v for v in variants if "seed" in v):
+            label = method_label(method, v["name"])
+            seeds = f"pre-training seed {v['seed']} vs {pt['seed']}"
+            by_setting: dict[tuple, dict] = {}
+            proxy = {}
+            for r in records:
+                if r["method"] != method or r.get("variant") not in (None, v["name"]):
+                    continue
+                side = "repeat" if r.get("variant") else "configured"
+                if r["head"] == "proxy":
+                    proxy[side] = r["metrics"]
+                    continue
+                key = (r["backbone"], r["head"], r["label_fraction"])
+                by_setting.setdefault(key, {"repeat": {}, "configured": {}})[side][r["seed"]] = r[
+                    "metrics"
+                ]
+            for (bb, head, lf), sides in sorted(by_setting.items(), key=str):
+                if not sides["repeat"] or not sides["configured"]:
+                    continue
+                for m in metrics:
+                    where = f"{label} against {method} ({seeds}; {bb}, {head}, {_lf_label(lf)} of the labels), {m}"
+                    a, b = sides["repeat"], sides["configured"]
+                    lines.append(f"{where}: " + _compare_seeds(a, b, m, ("above", "below"), method))
+            if len(proxy) == 2:
+                shown = [
+                    m
+                    for m in _PROXY_METRICS
+                    if not m.startswith("loss")
+                    and m in proxy["repeat"]
+                    and m in proxy["configured"]
+                ]
+                if shown:
+                    pairs = ", ".join(
+                        f"{m} {proxy['repeat'][m]:.3f} vs {proxy['configured'][m]:.3f}"
+                        for m in shown
+                    )
+                    lines.append(f"{label} against {method} ({seeds}), proxy test scores: {pairs}")
     return lines
 
 

@@ -15,6 +15,7 @@ from rubikkit.experiments import (
     diagnose,
     load_config,
     plan_grid,
+    pretraining_seeds,
     render_page,
     render_tables,
     run_experiment,
@@ -376,6 +377,33 @@ def test_against_scratch_verdicts():
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in scratch + better])  # fmt: skip
     assert "Against scratch" in table and "**beats scratch**" in table
+
+
+def test_pretraining_seeds_read_the_repeat_against_the_configured_run():
+    cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": [{"seed": 4}]}))
+
+    def rec(variant, seed, auc, head="classify"):
+        lf, metrics = (None, {"order_acc": auc}) if head == "proxy" else (0.1, {"auc": auc})
+        return dict(method="rubik", variant=variant, backbone="vgg3d", head=head, seed=seed,
+                    label_fraction=lf, metrics=metrics)  # fmt: skip
+
+    configured = [rec(None, s, v) for s, v in enumerate([0.70, 0.78, 0.72])]
+    repeat = [rec("seed=4", s, v) for s, v in enumerate([0.66, 0.73, 0.69])]
+    proxies = [rec(None, 0, 0.9, "proxy"), rec("seed=4", 4, 0.8, "proxy")]
+    lines = pretraining_seeds(configured + repeat + proxies, cfg, ["auc"])
+    assert lines[0].startswith(
+        "rubik [seed=4] against rubik (pre-training seed 4 vs 0; vgg3d, classify, 0.1 of the labels)"
+    )
+    # -0.04, -0.05, -0.03 seed by seed: within the columns' spread, beyond the paired one.
+    assert "-0.040 (0.693 vs 0.733" in lines[0] and "**within seed noise**" in lines[0]
+    assert "higher on 0 of 3 paired seeds, by -0.040 ± 0.010 (beyond its paired sd)" in lines[0]
+    assert lines[1].endswith("proxy test scores: order_acc 0.800 vs 0.900")
+    # Without the configured run's fine-tunings, or without a seed lever, there is nothing to read.
+    assert pretraining_seeds(repeat, cfg, ["auc"]) == []
+    assert pretraining_seeds(configured + repeat, validate_config(_cfg()), ["auc"]) == []
+    table = render_tables([dict(r, protocol="p", split="test", device="cpu", epochs=1, dataset="d")
+                           for r in configured + repeat], cfg)  # fmt: skip
+    assert "**tiny** — pre-training seeds" in table and "rubik [seed=4] against rubik" in table
 
 
 def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
