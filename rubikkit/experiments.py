@@ -535,7 +535,7 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) ->
     if shared is not None:
         for bb in cfg["backbones"]:
             for i, (method, variant) in enumerate(pretrainings):
-                seed = shared if variant is None else variant.get("seed", shared)
+                seed = _shared_seed(pt, variant)
                 entries, pid, init_key = pretrain_entries(seed, bb, method, variant)
                 plan += entries
                 shared_runs[bb, i] = (pid, init_key)
@@ -626,13 +626,14 @@ def _existing(records_path: Path) -> set[tuple[str, str]]:
     return {(r.get("run"), r.get("config_hash")) for r in load_records(records_path)}
 
 
-def _shared_seed(cfg: dict, entry: dict) -> int:
-    """The seed of the shared pre-training behind ``entry``: its variant's, else the config's."""
-    pt = cfg["pretrain"]
-    for v in pt["variants"].get(entry["method"], []):
-        if v["name"] == entry.get("variant"):
-            return v.get("seed", pt["seed"])
-    return pt["seed"]
+def _shared_seed(pt: dict, variant: dict | None) -> int:
+    """The seed of a shared pre-training: its variant's, else the config's ``pretrain.seed``."""
+    return pt["seed"] if variant is None else variant.get("seed", pt["seed"])
+
+
+def _variant(pt: dict, method: str, name: str | None) -> dict | None:
+    """The variant of ``method`` called ``name``; None for the configured pre-training."""
+    return next((v for v in pt["variants"].get(method, []) if v["name"] == name), None)
 
 
 def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -> str:
@@ -665,7 +666,9 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
     if pt_settings is not None:
         pt_text = f"pre-train {budget(pt_settings, 'pretrain')}"
         if (cfg["pretrain"] or {}).get("seed") is not None:
-            pt_text += f", one pre-training (seed {_shared_seed(cfg, entry)}) for all seeds"
+            pt = cfg["pretrain"]
+            seed = _shared_seed(pt, _variant(pt, entry["method"], entry.get("variant")))
+            pt_text += f", one pre-training (seed {seed}) for all seeds"
     if entry["kind"] == "proxy":
         return pt_text
     text = f"fine-tune {budget(entry['settings'], 'finetune')}"
@@ -1177,7 +1180,7 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             out.append("")
             out += [f"- {line}" for line in flags]
             out.append("")
-    repeats = pretraining_seeds(records, cfg, [m for m in metrics if m not in _PROXY_METRICS])
+    repeats = pretraining_seeds(records, cfg, metrics)
     if repeats:
         out.append(
             f"**{name}** — pre-training seeds (a repeated pre-training against the configured "
@@ -1214,26 +1217,26 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
         if method == "scratch" or base is None:
             continue
         for m in metrics:
-            a = [v[m] for v in runs.values() if m in v]
-            b = [v[m] for v in base.values() if m in v]
-            if not a or not b:
-                continue
-            where = f"{method} ({bb}, {head}, {_lf_label(lf)} of the labels), {m}"
-            lines.append(
-                f"{where}: " + _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
-            )
+            text = _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
+            if text is not None:
+                lines.append(f"{method} ({bb}, {head}, {_lf_label(lf)} of the labels), {m}: {text}")
     return lines
 
 
-def _compare_seeds(runs: dict, base: dict, m: str, words: tuple[str, str], base_name: str) -> str:
+def _compare_seeds(
+    runs: dict, base: dict, m: str, words: tuple[str, str], base_name: str
+) -> str | None:
     """``runs`` against ``base`` ({seed: metrics}) in metric ``m``: the rule of :func:`against_scratch`.
 
     ``words`` name the two directions (``("beats", "trails")``); the text starts at the difference.
+    None when either side has no run with ``m``.
     """
     from rubikkit.results import _mean_sd
 
     a = [v[m] for v in runs.values() if m in v]
     b = [v[m] for v in base.values() if m in v]
+    if not a or not b:
+        return None
     if len(a) < 2 or len(b) < 2:
         return f"n={len(a)} vs n={len(b)}, no verdict (needs 2 runs each)"
     (ma, sa), (mb, sb) = _mean_sd(a), _mean_sd(b)
@@ -1264,7 +1267,8 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
     For every fine-tuning setting both have run, the rule of :func:`against_scratch` with the
     configured pre-training in the place of scratch, paired by fine-tuning seed: the difference is
     what the pre-training's own seed changes, the spread a single pre-training per row hides. The
-    proxy scores of the two pre-trainings follow, side by side.
+    proxy scores of the two pre-trainings (the proxy metrics among ``metrics``) follow, side by
+    side.
     """
     pt = (cfg or {}).get("pretrain") or {}
     lines = []
@@ -1288,17 +1292,20 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
             for (bb, head, lf), sides in sorted(by_setting.items(), key=str):
                 if not sides["repeat"] or not sides["configured"]:
                     continue
+                where = f"{label} against {method} ({seeds}; {bb}, {head}, {_lf_label(lf)} of the labels)"
                 for m in metrics:
-                    where = f"{label} against {method} ({seeds}; {bb}, {head}, {_lf_label(lf)} of the labels), {m}"
-                    a, b = sides["repeat"], sides["configured"]
-                    lines.append(f"{where}: " + _compare_seeds(a, b, m, ("above", "below"), method))
+                    if m in _PROXY_METRICS:
+                        continue
+                    text = _compare_seeds(
+                        sides["repeat"], sides["configured"], m, ("above", "below"), method
+                    )
+                    if text is not None:
+                        lines.append(f"{where}, {m}: {text}")
             if len(proxy) == 2:
                 shown = [
                     m
-                    for m in _PROXY_METRICS
-                    if not m.startswith("loss")
-                    and m in proxy["repeat"]
-                    and m in proxy["configured"]
+                    for m in metrics
+                    if m in _PROXY_METRICS and m in proxy["repeat"] and m in proxy["configured"]
                 ]
                 if shown:
                     pairs = ", ".join(

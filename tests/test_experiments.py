@@ -389,8 +389,14 @@ def test_pretraining_seeds_read_the_repeat_against_the_configured_run():
 
     configured = [rec(None, s, v) for s, v in enumerate([0.70, 0.78, 0.72])]
     repeat = [rec("seed=4", s, v) for s, v in enumerate([0.66, 0.73, 0.69])]
+    for r in repeat:  # a metric the configured runs predate: no line for it
+        r["metrics"]["acc_val_thr"] = 0.7
     proxies = [rec(None, 0, 0.9, "proxy"), rec("seed=4", 4, 0.8, "proxy")]
-    lines = pretraining_seeds(configured + repeat + proxies, cfg, ["auc"])
+    for r in proxies:  # a property of the data, not of the pre-training: not listed
+        r["metrics"]["rot_ceiling"] = 0.8
+    metrics = ["auc", "acc_val_thr", "order_acc"]
+    lines = pretraining_seeds(configured + repeat + proxies, cfg, metrics)
+    assert len(lines) == 2
     assert lines[0].startswith(
         "rubik [seed=4] against rubik (pre-training seed 4 vs 0; vgg3d, classify, 0.1 of the labels)"
     )
@@ -399,8 +405,8 @@ def test_pretraining_seeds_read_the_repeat_against_the_configured_run():
     assert "higher on 0 of 3 paired seeds, by -0.040 ± 0.010 (beyond its paired sd)" in lines[0]
     assert lines[1].endswith("proxy test scores: order_acc 0.800 vs 0.900")
     # Without the configured run's fine-tunings, or without a seed lever, there is nothing to read.
-    assert pretraining_seeds(repeat, cfg, ["auc"]) == []
-    assert pretraining_seeds(configured + repeat, validate_config(_cfg()), ["auc"]) == []
+    assert pretraining_seeds(repeat, cfg, metrics) == []
+    assert pretraining_seeds(configured + repeat, validate_config(_cfg()), metrics) == []
     table = render_tables([dict(r, protocol="p", split="test", device="cpu", epochs=1, dataset="d")
                            for r in configured + repeat], cfg)  # fmt: skip
     assert "**tiny** — pre-training seeds" in table and "rubik [seed=4] against rubik" in table
