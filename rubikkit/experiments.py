@@ -1180,11 +1180,12 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             out.append("")
             out += [f"- {line}" for line in flags]
             out.append("")
-    repeats = pretraining_seeds(records, cfg, metrics)
+    repeats = pretraining_seeds(records, cfg, metrics) + pooled_pretrainings(records, cfg, metrics)
     if repeats:
         out.append(
             f"**{name}** — pre-training seeds (a repeated pre-training against the configured "
-            "one, fine-tuned with the same seeds; the rule above):"
+            "one, fine-tuned with the same seeds, then a method's pre-trainings pooled against "
+            "scratch; the rule above):"
         )
         out.append("")
         out += [f"- {line}" for line in repeats]
@@ -1313,6 +1314,66 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
                         for m in shown
                     )
                     lines.append(f"{label} against {method} ({seeds}), proxy test scores: {pairs}")
+    return lines
+
+
+def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[str]:
+    """A method's pre-trainings (the configured one and its seed variants) pooled against scratch.
+
+    Where two or more of a method's pre-trainings were fine-tuned with the same seeds (at least
+    2 of them), each of those fine-tuning seeds gets the mean over the pre-trainings, and these
+    means meet scratch by the rule of :func:`against_scratch`: an estimate of the method that no
+    single pre-training's luck decides. The line also gives each pre-training's mean and two
+    spreads: the sd of those means (between pre-trainings) and the fine-tuning sd within a
+    pre-training (root mean square over them), so it says which seed moves the result more.
+    """
+    from rubikkit.results import _mean_sd
+
+    pt = (cfg or {}).get("pretrain") or {}
+    lines = []
+    for method, variants in pt.get("variants", {}).items():
+        seeds = {None: pt.get("seed")} | {v["name"]: v["seed"] for v in variants if "seed" in v}
+        if len(seeds) < 2:
+            continue
+        runs: dict[tuple, dict] = {}  # (bb, head, lf) -> {variant: {ft seed: metrics}}
+        for r in records:
+            if r["head"] == "proxy":
+                continue
+            key = (r["backbone"], r["head"], r["label_fraction"])
+            if r["method"] == "scratch" and not r.get("variant"):
+                runs.setdefault(key, {}).setdefault("scratch", {})[r["seed"]] = r["metrics"]
+            elif r["method"] == method and r.get("variant") in seeds:
+                runs.setdefault(key, {}).setdefault(r.get("variant"), {})[r["seed"]] = r["metrics"]
+        for (bb, head, lf), sides in sorted(runs.items(), key=str):
+            scratch = sides.pop("scratch", {})
+            for m in metrics:
+                if m in _PROXY_METRICS:
+                    continue
+                per = {v: {s: x[m] for s, x in ft.items() if m in x} for v, ft in sides.items()}
+                per = {v: ft for v, ft in per.items() if ft}
+                common = sorted(set.intersection(*(set(ft) for ft in per.values()))) if per else []
+                if len(per) < 2 or len(common) < 2:
+                    continue
+                order = sorted(per, key=lambda v: seeds[v])
+                means = [_mean_sd([per[v][s] for s in common])[0] for v in order]
+                within = (
+                    sum(_mean_sd([per[v][s] for s in common])[1] ** 2 for v in order) / len(order)
+                ) ** 0.5
+                pooled = {s: {m: sum(per[v][s] for v in order) / len(order)} for s in common}
+                shown = ", ".join(f"{x:.3f}" for x in means)
+                where = (
+                    f"{method} over {len(order)} pre-trainings (seeds "
+                    f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, {_lf_label(lf)} "
+                    f"of the labels, fine-tuning seeds {', '.join(map(str, common))})"
+                )
+                text = (
+                    f"{where}, {m}: pre-training means {shown}, sd {_mean_sd(means)[1]:.3f} "
+                    f"between them against {within:.3f} within them"
+                )
+                vs = _compare_seeds(pooled, scratch, m, ("beats", "trails"), "scratch")
+                if vs is not None:
+                    text += f"; their mean per fine-tuning seed against scratch: {vs}"
+                lines.append(text)
     return lines
 
 

@@ -15,6 +15,7 @@ from rubikkit.experiments import (
     diagnose,
     load_config,
     plan_grid,
+    pooled_pretrainings,
     pretraining_seeds,
     render_page,
     render_tables,
@@ -410,6 +411,40 @@ def test_pretraining_seeds_read_the_repeat_against_the_configured_run():
     table = render_tables([dict(r, protocol="p", split="test", device="cpu", epochs=1, dataset="d")
                            for r in configured + repeat], cfg)  # fmt: skip
     assert "**tiny** — pre-training seeds" in table and "rubik [seed=4] against rubik" in table
+
+
+def test_pooled_pretrainings_average_a_methods_pretrainings_against_scratch():
+    variants = {"rubik": [{"seed": 1}, {"seed": 2}, {"task_options": {"n_perms": 10}}]}
+    cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants=variants))
+
+    def rec(method, variant, seed, auc):
+        return dict(method=method, variant=variant, backbone="vgg3d", head="classify", seed=seed,
+                    label_fraction=0.1, metrics={"auc": auc})  # fmt: skip
+
+    records = [rec("rubik", None, s, v) for s, v in enumerate([0.70, 0.78, 0.72])]
+    records += [rec("rubik", "seed=1", s, v) for s, v in enumerate([0.66, 0.73, 0.69])]
+    # seed 3 of the second repeat has no partner in the others: left out of the pool
+    records += [rec("rubik", "seed=2", s, v) for s, v in enumerate([0.74, 0.80, 0.75, 0.99])]
+    records += [rec("rubik", "n_perms=10", s, 0.99) for s in range(3)]  # a lever, not a seed
+    records += [rec("scratch", None, s, v) for s, v in enumerate([0.72, 0.75, 0.70])]
+    lines = pooled_pretrainings(records, cfg, ["auc", "order_acc"])
+    assert len(lines) == 1
+    line = lines[0]
+    assert line.startswith(
+        "rubik over 3 pre-trainings (seeds 0, 1, 2; vgg3d, classify, 0.1 of the labels, "
+        "fine-tuning seeds 0, 1, 2), auc: pre-training means 0.733, 0.693, 0.763, sd 0.035 between"
+    )
+    # per seed: 0.70, 0.77, 0.72 over the pre-trainings; against scratch -0.02, +0.02, +0.02
+    assert "against scratch: +0.007 (0.730 vs 0.723" in line
+    assert "higher on 2 of 3 paired seeds, by +0.007 ± 0.023" in line
+    # Within: the root mean square of the three fine-tuning sds.
+    within = ((0.0416**2 + 0.0351**2 + 0.0328**2) / 3) ** 0.5
+    assert f"against {within:.3f} within them" in line
+    # Without scratch the spreads stay; with one pre-training there is nothing to pool.
+    no_scratch = [r for r in records if r["method"] != "scratch"]
+    assert pooled_pretrainings(no_scratch, cfg, ["auc"])[0].endswith("within them")
+    assert pooled_pretrainings(records[:3] + records[-3:], cfg, ["auc"]) == []
+    assert pooled_pretrainings(records, validate_config(_cfg()), ["auc"]) == []
 
 
 def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
