@@ -66,6 +66,8 @@ __all__ = [
     "diagnose",
     "load_config",
     "plan_grid",
+    "pooled_pretrainings",
+    "pretraining_seeds",
     "register",
     "render_page",
     "render_tables",
@@ -1323,9 +1325,10 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
     Where two or more of a method's pre-trainings were fine-tuned with the same seeds (at least
     2 of them), each of those fine-tuning seeds gets the mean over the pre-trainings, and these
     means meet scratch by the rule of :func:`against_scratch`: an estimate of the method that no
-    single pre-training's luck decides. The line also gives each pre-training's mean and two
-    spreads: the sd of those means (between pre-trainings) and the fine-tuning sd within a
-    pre-training (root mean square over them), so it says which seed moves the result more.
+    single pre-training's luck decides. The line also gives each pre-training's mean, the sd of
+    those means (between pre-trainings) and what fine-tuning noise alone would make it: the
+    fine-tuning sd within a pre-training (root mean square over them) over the root of the
+    number of seeds. A between-sd well above that is the pre-training's own seed at work.
     """
     from rubikkit.results import _mean_sd
 
@@ -1366,9 +1369,11 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
                     f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, {_lf_label(lf)} "
                     f"of the labels, fine-tuning seeds {', '.join(map(str, common))})"
                 )
+                noise = within / len(common) ** 0.5
                 text = (
                     f"{where}, {m}: pre-training means {shown}, sd {_mean_sd(means)[1]:.3f} "
-                    f"between them against {within:.3f} within them"
+                    f"between them, where fine-tuning noise alone gives {noise:.3f} (the sd "
+                    f"within them, {within:.3f}, over the root of {len(common)} seeds)"
                 )
                 vs = _compare_seeds(pooled, scratch, m, ("beats", "trails"), "scratch")
                 if vs is not None:

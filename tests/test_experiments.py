@@ -437,12 +437,15 @@ def test_pooled_pretrainings_average_a_methods_pretrainings_against_scratch():
     # per seed: 0.70, 0.77, 0.72 over the pre-trainings; against scratch -0.02, +0.02, +0.02
     assert "against scratch: +0.007 (0.730 vs 0.723" in line
     assert "higher on 2 of 3 paired seeds, by +0.007 ± 0.023" in line
-    # Within: the root mean square of the three fine-tuning sds.
+    # Within: the root mean square of the three fine-tuning sds; over the root of 3 seeds, the
+    # spread of the means that fine-tuning noise alone would give.
     within = ((0.0416**2 + 0.0351**2 + 0.0328**2) / 3) ** 0.5
-    assert f"against {within:.3f} within them" in line
+    assert (
+        f"noise alone gives {within / 3**0.5:.3f} (the sd within them, {within:.3f}, over" in line
+    )
     # Without scratch the spreads stay; with one pre-training there is nothing to pool.
     no_scratch = [r for r in records if r["method"] != "scratch"]
-    assert pooled_pretrainings(no_scratch, cfg, ["auc"])[0].endswith("within them")
+    assert pooled_pretrainings(no_scratch, cfg, ["auc"])[0].endswith("over the root of 3 seeds)")
     assert pooled_pretrainings(records[:3] + records[-3:], cfg, ["auc"]) == []
     assert pooled_pretrainings(records, validate_config(_cfg()), ["auc"]) == []
 
