@@ -1397,8 +1397,10 @@ _PROXY_METRICS = (
     "cpc_ceiling",
     "cpc_chance",
 )
-#: A proxy ceiling below this is worth a diagnostic line.
+#: A proxy ceiling below this is worth a diagnostic line...
 CEILING_NOTED = 0.99
+#: ...when it accounts for at least this share of what the accuracy misses of 1.
+CEILING_SHARE = 1 / 3
 #: A proxy accuracy at most this many times its chance level counts as not learned.
 NEAR_CHANCE = 1.5
 #: A proxy accuracy at or above this is "nearly solved"; a top_share at or above it, a collapse.
@@ -1418,7 +1420,9 @@ def diagnose(records: list[dict]) -> list[str]:
       ``top_share`` existed are counted apart.
     * A proxy accuracy within :data:`NEAR_CHANCE` times its chance level (``order_chance``,
       ``rot_chance``, ``cpc_chance``) in every run was not learned.
-    * A proxy record with a ceiling below :data:`CEILING_NOTED` is read against that ceiling:
+    * A proxy record with a ceiling below :data:`CEILING_NOTED` is read against that ceiling
+      when the ceiling accounts for at least :data:`CEILING_SHARE` of what the accuracy misses
+      of 1 (far below it, the ceiling explains nothing):
       ``order_ceiling`` and ``rot_ceiling``, the best any model can do when rotations or swaps
       leave the cubes unchanged (:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`), and
       ``cpc_ceiling``, the best when target cubes are identical
@@ -1455,7 +1459,7 @@ def diagnose(records: list[dict]) -> list[str]:
                     "little left for its loss to teach"
                 )
         for m, chance_key, ceil, reason in (
-            ("order_acc", "order_chance", "order_ceiling", "what leaves a cube unchanged"),
+            ("order_acc", "order_chance", "order_ceiling", "orders that swap identical cubes"),
             ("rot_acc", "rot_chance", "rot_ceiling", "what leaves a cube unchanged"),
             ("cpc_acc", "cpc_chance", "cpc_ceiling", "identical target cubes"),
         ):
@@ -1468,8 +1472,8 @@ def diagnose(records: list[dict]) -> list[str]:
                 )
                 continue  # far below any ceiling: the ceiling explains nothing here
             pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
-            if pairs and min(c for _, c in pairs) < CEILING_NOTED:
-                acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1))
+            acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1)) if pairs else (1, 1)
+            if top < CEILING_NOTED and 1 - top >= CEILING_SHARE * (1 - acc):
                 const = [v["constant_cubes"] for v in runs if "constant_cubes" in v]
                 why = (
                     f"; {_mean_sd(const)[0]:.0%} of the test cubes hold a single value"

@@ -524,8 +524,14 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     assert diagnose(stuck) == [
         "rubik (resnet18) proxy order_acc 0.001 (n=2): at chance (0.001), not learned in these epochs"
     ]
-    learning = diagnose(stuck[:1] + [rec("rubik", "proxy", 1, order_acc=0.01, **chance)])
-    assert len(learning) == 1 and "of a ceiling of 0.980" in learning[0]  # one run left chance
+    # One run left chance, but the scores are far below the ceiling: it explains none of the
+    # shortfall, so it goes unmentioned; near the ceiling it is read, with the order's reason.
+    assert diagnose(stuck[:1] + [rec("rubik", "proxy", 1, order_acc=0.01, **chance)]) == []
+    near = diagnose([rec("rubik", "proxy", 1, order_acc=0.85, **dict(chance, order_ceiling=0.9))])
+    assert near == [
+        "rubik (resnet18) proxy order_acc 0.850 of a ceiling of 0.900 (n=1): no model can tell "
+        "apart orders that swap identical cubes"
+    ]
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in records])  # fmt: skip
