@@ -1358,10 +1358,9 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
                 if len(per) < 2 or len(common) < 2:
                     continue
                 order = sorted(per, key=lambda v: seeds[v])
-                means = [_mean_sd([per[v][s] for s in common])[0] for v in order]
-                within = (
-                    sum(_mean_sd([per[v][s] for s in common])[1] ** 2 for v in order) / len(order)
-                ) ** 0.5
+                stats = [_mean_sd([per[v][s] for s in common]) for v in order]
+                means = [mean for mean, _ in stats]
+                within = (sum(sd**2 for _, sd in stats) / len(stats)) ** 0.5
                 pooled = {s: {m: sum(per[v][s] for v in order) / len(order)} for s in common}
                 shown = ", ".join(f"{x:.3f}" for x in means)
                 where = (
@@ -1472,7 +1471,9 @@ def diagnose(records: list[dict]) -> list[str]:
                 )
                 continue  # far below any ceiling: the ceiling explains nothing here
             pairs = [(v[m], v[ceil]) for v in runs if m in v and ceil in v]
-            acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1)) if pairs else (1, 1)
+            if not pairs:
+                continue
+            acc, top = (_mean_sd([p[i] for p in pairs])[0] for i in (0, 1))
             if top < CEILING_NOTED and 1 - top >= CEILING_SHARE * (1 - acc):
                 const = [v["constant_cubes"] for v in runs if "constant_cubes" in v]
                 why = (
