@@ -692,6 +692,7 @@ def run_experiment(
     pretrain_epochs: int | None = None,
     max_steps: int | None = None,
     time_budget: float | None = None,
+    keep_last: bool = False,
     progress: bool = True,
     log=print,
 ) -> list[dict]:
@@ -724,6 +725,11 @@ def run_experiment(
         Seconds after which no further run is started (a run already going finishes): for a
         machine lent for a fixed time. The runs not started keep ``status`` ``"planned"``; the
         next call resumes with them.
+    keep_last : bool
+        Keep ``last.pt`` of every finished fine-tuning. By default it is removed once the run is
+        scored: the record scores ``best.pt``, and a grid of 3D ResNet-18 fine-tunings would
+        otherwise keep two checkpoints of hundreds of MB (weights and Adam state) per run.
+        Pre-training runs keep theirs.
 
     Returns
     -------
@@ -880,6 +886,8 @@ def run_experiment(
             }
             written = append_record(records_path, record, unique_by=("run", "config_hash"))
             done.add((e["run"], e["config_hash"]))
+            if e["kind"] == "finetune" and not keep_last:
+                (out / "last.pt").unlink(missing_ok=True)
             e["status"] = "done"
             e["record"] = record
             if not written:  # another driver scored the same run meanwhile
@@ -1762,6 +1770,7 @@ def _cmd_run(args) -> int:
         pretrain_epochs=args.pretrain_epochs,
         max_steps=args.max_steps,
         time_budget=args.time_budget,
+        keep_last=args.keep_last,
         progress=not args.no_progress,
     )
     n = {s: sum(e.get("status") == s for e in plan) for s in ("done", "skipped", "planned")}
@@ -1838,6 +1847,11 @@ def register(subparsers) -> None:
         default=None,
         metavar="SECONDS",
         help="start no run after SECONDS (a lent machine); the next call resumes the grid",
+    )
+    r.add_argument(
+        "--keep-last",
+        action="store_true",
+        help="keep last.pt of finished fine-tunings (by default only best.pt, the one scored)",
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_reported(_cmd_run))

@@ -621,6 +621,11 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     proxy = [r for r in records if r["head"] == "proxy"][0]
     assert proxy["label_fraction"] is None and "order_acc" in proxy["metrics"]
     assert proxy["init_digest"] == ft["rubik"]["init_digest"]
+    # A scored fine-tuning keeps only the checkpoint its record scored; pre-training keeps both.
+    for rec in ft.values():
+        run = tmp_path / "runs" / "tiny" / rec["run"]
+        assert (run / "best.pt").exists() and not (run / "last.pt").exists()
+    assert (best.parent / "last.pt").exists()
 
     again = run_experiment(cfg, **kw)
     assert [e["status"] for e in again] == ["skipped"] * 4
@@ -635,6 +640,11 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
         trained = json.loads((tmp_path / "runs" / "tiny" / rec["run"] / "metrics.json").read_text())
         assert rec["metrics"] == ft[method]["metrics"]
         assert rec["wall_s"] > trained["wall_s"] > 0
+
+    # --keep-last keeps it.
+    keep = dict(kw, results_dir=tmp_path / "keep", runs_dir=tmp_path / "keep")
+    run_experiment(cfg, methods=["scratch"], keep_last=True, **keep)
+    assert (tmp_path / "keep" / "tiny" / ft["scratch"]["run"] / "last.pt").exists()
 
     # The table shows our numbers and keeps unrun settings visibly missing.
     table = render_tables(records, validate_config(_cfg(finetune__methods=["scratch"])))

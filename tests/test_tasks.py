@@ -600,3 +600,29 @@ def test_puzzle_ceiling_equals_the_bayes_accuracy_of_every_puzzle():
         task.ceiling([])
     with pytest.raises(ValueError, match=r"volumes\[1\]"):
         task.ceiling([np.zeros((1, 16, 16, 16)), np.zeros((16, 16, 16))])
+
+
+def test_a_turned_octant_of_a_centred_blob_is_another_octant():
+    # Why the Rubik's cube confuses order and orientation on centred lesions (LIDC nodule crops):
+    # for a volume that a half turn about its centre leaves unchanged, the cube of one cell
+    # turned by 180 degrees is exactly the unturned cube of the cell across. The ceiling, which
+    # compares cubes without turning them into each other, still reports 1.0 for both heads.
+    grid = np.indices((32, 32, 32)).astype(np.float32) - 15.5
+    blob = np.exp(-(grid**2).sum(0) / 60.0)[None].astype(np.float32)
+    task = get_task("rubik", n_perms=10)
+    size = task.cube_for(blob.shape)
+    origins = cell_origins(blob.shape[1:], (2, 2, 2), size, jitter=False)
+    cubes = {
+        (int(z >= 16), int(y >= 16), int(x >= 16)): blob[
+            :, z : z + size[0], y : y + size[1], x : x + size[2]
+        ]
+        for z, y, x in origins
+    }
+    across = {1: lambda d, h, w: (d, 1 - h, 1 - w), 2: lambda d, h, w: (1 - d, 1 - h, w)}
+    for cell, cube in cubes.items():
+        for code, mirror in across.items():
+            turned = reference.rotate_cube(cube, code)
+            np.testing.assert_allclose(turned, cubes[mirror(*cell)], atol=1e-6)
+            assert not np.allclose(turned, cube)  # the turn itself is visible
+    ceiling = task.ceiling(blob[None])
+    assert ceiling["order_ceiling"] == 1.0 and ceiling["rot_ceiling"] == 1.0
