@@ -216,9 +216,11 @@ class CubePuzzleTask(ProxyTask):
         per volume, the ordering ceiling is the number of distinct sequences of cube contents
         among the K permutations divided by K (the Bayes accuracy of uniform labels).
 
-        Cubes are compared exactly. Two different cubes of which one is a rotation of the other
-        would add confusions not counted here, so the values are upper bounds: exact for binary
-        masks, near 1 for volumes with texture.
+        Cubes are compared exactly, each with its own turns only. A cube that is a turn of another
+        cube adds confusions not counted here, so the values are upper bounds. That happens on a
+        volume centred on a round lesion: a half turn of one octant is (nearly) the octant across
+        the centre, so turns and places confound, and the ceilings say 1.0 where only texture
+        tells the cubes apart (LIDC nodule crops; tests/test_tasks.py shows it on a symmetric blob).
 
         Parameters
         ----------
