@@ -38,7 +38,9 @@ Variants (levers)
 -----------------
 ``pretrain.variants`` tries the levers of a method beside its configured pre-training: each
 variant is an object with any of ``task_options`` (merged over the method's, e.g.
-``{"n_perms": 10}``, ``{"gap": 0.25}``, ``{"jitter": false}``, ``{"cube_size": 10}``), ``epochs``,
+``{"n_perms": 10}``, ``{"gap": 0.25}``, ``{"jitter": false}``, ``{"cube_size": 10}``),
+``data_options`` (merged over ``pretrain.data_options``: other pre-training volumes, e.g. LIDC
+crops off the nodule's centre, ``{"shift": 8}``; fine-tuning data stay the same), ``epochs``,
 ``lr``, ``batch_size`` and ``seed`` (another seed for the shared pre-training, so ``{"seed": 1}``
 repeats the configured pre-training to measure its own spread; needs ``pretrain.seed``), and an
 optional ``name`` (default: its settings, ``n_perms=10``). A variant is pre-trained and fine-tuned
@@ -120,6 +122,7 @@ _PRETRAIN_FIELDS = {
 _VARIANT_FIELDS = {
     "name": str,
     "task_options": dict,
+    "data_options": dict,
     "epochs": int,
     "lr": (int, float),
     "batch_size": int,
@@ -309,8 +312,9 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
 
 def variant_name(variant: dict) -> str:
     """The default name of a variant: its settings as ``key=value`` joined by commas."""
-    items = dict(variant.get("task_options", {}))
-    items.update({k: v for k, v in variant.items() if k not in ("name", "task_options")})
+    items = {**variant.get("task_options", {}), **variant.get("data_options", {})}
+    skip = ("name", "task_options", "data_options")
+    items.update({k: v for k, v in variant.items() if k not in skip})
     return ",".join(f"{k}={json.dumps(v) if isinstance(v, (bool, list)) else v}"
                     for k, v in sorted(items.items()))  # fmt: skip
 
@@ -418,6 +422,7 @@ def _pretrain_settings(cfg: dict, method: str, backbone: str, variant: dict | No
     }
     if variant is not None:  # the configured pre-training keeps its settings (and config_hash)
         settings["task_options"] = {**settings["task_options"], **variant.get("task_options", {})}
+        settings["data_options"] = {**settings["data_options"], **variant.get("data_options", {})}
         settings.update({k: variant[k] for k in ("epochs", "lr", "batch_size") if k in variant})
     return settings
 
@@ -877,9 +882,10 @@ def run_experiment(
                 "run": e["run"],
                 "config_hash": e["config_hash"],
                 "protocol": _protocol(cfg, e, pt_settings, planned),
-                "data_options": {
-                    k: v for k, v in cfg["data_options"].items() if k not in ("root", "cache_dir")
-                },
+                # a proxy score's volumes are the pre-training's
+                "data_options": _shown_options(
+                    pt_settings["data_options"] if e["kind"] == "proxy" else cfg["data_options"]
+                ),
                 "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
                 "init_digest": digests.get(e["init"]),
@@ -895,6 +901,10 @@ def run_experiment(
                 continue
             log(f"record   {e['run']}: " + _metric_text(record["metrics"], cfg["metrics"]))
     return plan
+
+
+def _shown_options(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k not in ("root", "cache_dir")}
 
 
 def weights_digest(path: str | os.PathLike) -> str:

@@ -208,6 +208,38 @@ def test_lidc_fabricated(tmp_path):
     assert loose[0]["mask"][8, 8, 8] == 1
 
 
+def test_lidc_shift_moves_the_nodule_off_the_centre(tmp_path):
+    root = make_lidc(tmp_path / "lidc", n_patients=4)
+    kw = dict(cache_dir=False, progress=False, size=24, unlabeled=True, return_mask=True)
+    centred = LIDCNodules(root, "all", **kw)
+    assert not centred.offsets_mm.any()
+    np.testing.assert_array_equal(LIDCNodules(root, "all", shift=0, **kw)._arrays["hu"],
+                                  centred._arrays["hu"])  # fmt: skip
+    ds = LIDCNodules(root, "all", shift=(4.0, 5.0, 6.0), **kw)
+    off = ds.offsets_mm
+    assert off.shape == (len(ds), 3) and (np.abs(off) <= [4.0, 5.0, 6.0]).all()
+    assert (np.abs(off) > 0.5).any(axis=0).all() and len(np.unique(off[:, 0])) == len(ds)
+    for i in range(len(ds)):
+        # 1 mm voxels: the nodule's centroid sits ``offset`` mm before the cube's centre
+        for mask, want in ((centred[i]["mask"], np.zeros(3)), (ds[i]["mask"], -off[i])):
+            got = np.argwhere(np.asarray(mask) > 0).mean(axis=0) - 11.5
+            np.testing.assert_allclose(got, want, atol=1.0)
+    again = LIDCNodules(root, "all", shift=(4.0, 5.0, 6.0), **kw)
+    np.testing.assert_array_equal(again.offsets_mm, off)
+    other = LIDCNodules(root, "all", shift=(4.0, 5.0, 6.0), shift_seed=1, **kw)
+    assert not np.allclose(other.offsets_mm, off)
+    for bad, match in (
+        (dict(shift=-1.0), "shift"),
+        (dict(shift=(1.0, 2.0)), "shift"),
+        (dict(shift="far"), "shift"),
+        (dict(shift=float("nan")), "shift"),
+        (dict(shift=2.0, shift_seed=-1), "shift_seed"),
+        (dict(shift=2.0, shift_seed=1.5), "shift_seed"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            LIDCNodules(root, "all", **bad, **kw)
+
+
 def test_lidc_bad_inputs(tmp_path):
     root = make_lidc(tmp_path / "lidc", n_patients=3)
     meta = pd.read_csv(root / "metadata.csv")

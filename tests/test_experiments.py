@@ -195,12 +195,14 @@ def test_shared_pretraining_run(tmp_path):
 
 def test_variants_plan_ids_and_keep_the_configured_hashes():
     base = plan_grid(validate_config(_cfg()))
-    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"lr": 1e-4}]
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"lr": 1e-4},
+              {"data_options": {"n": 6}}]  # fmt: skip
     cfg = validate_config(_cfg(pretrain__variants={"rubik": levers}))
     assert [v["name"] for v in cfg["pretrain"]["variants"]["rubik"]] == [
         "n_perms=3",
         "long",
         "lr=0.0001",
+        "n=6",
     ]
     plan = plan_grid(cfg)
     runs = {e["run"]: e for e in plan}
@@ -212,6 +214,11 @@ def test_variants_plan_ids_and_keep_the_configured_hashes():
     assert pt["settings"]["task_options"] == {"n_perms": 3, "hidden": 8}
     assert runs["s0/vgg3d/pt-rubik-long"]["settings"]["epochs"] == 2
     assert runs["s0/vgg3d/pt-rubik-lr=0.0001"]["settings"]["lr"] == 1e-4
+    # Other pre-training volumes; the fine-tuning data stay the configured ones.
+    assert runs["s0/vgg3d/pt-rubik-n=6"]["settings"]["data_options"] == {"n": 6, "size": 16}
+    assert runs["s0/vgg3d/pt-rubik"]["settings"]["data_options"] == {"n": 4, "size": 16}
+    ft_n6 = runs["s0/vgg3d/ft-rubik-n=6-classify-lf1"]["settings"]
+    assert ft_n6["data_options"] == {"n": 4, "size": 16}
     ft = runs["s0/vgg3d/ft-rubik-n_perms=3-classify-lf1"]
     assert ft["init"] == "s0/vgg3d/pt-rubik-n_perms=3" and ft["variant"] == "n_perms=3"
     assert runs["s0/vgg3d/pt-rubik-n_perms=3/proxy-test"]["variant"] == "n_perms=3"
@@ -265,7 +272,8 @@ def test_variant_seed_repeats_the_shared_pretraining():
 
 
 def test_variant_runs_records_and_rows(tmp_path):
-    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"seed": 1}]
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}, {"seed": 1},
+              {"data_options": {"n": 6}}]  # fmt: skip
     cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": levers}))
     kw = dict(device="cpu", results_dir=tmp_path / "results", runs_dir=tmp_path / "runs",
               progress=False, log=lambda *a: None)  # fmt: skip
@@ -274,13 +282,19 @@ def test_variant_runs_records_and_rows(tmp_path):
     assert sorted((r["head"], str(r["variant"])) for r in records) == [
         ("classify", "None"),
         ("classify", "long"),
+        ("classify", "n=6"),
         ("classify", "n_perms=3"),
         ("classify", "seed=1"),
         ("proxy", "None"),
         ("proxy", "long"),
+        ("proxy", "n=6"),
         ("proxy", "n_perms=3"),
         ("proxy", "seed=1"),
     ]
+    # A proxy score names the volumes it was measured on (the pre-training's), a fine-tuning its own.
+    for r in records:
+        n = 6 if r["variant"] == "n=6" and r["head"] == "proxy" else 4
+        assert r["data_options"] == {"n": n, "size": 16}, (r["run"], r["data_options"])
     # The protocol names the pre-training seed, so the repeat gets its own table beside scratch.
     for r in records:
         want = 1 if r["variant"] == "seed=1" else 0

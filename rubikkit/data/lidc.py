@@ -8,8 +8,8 @@ Layout (as in ``shared/data/lidc_nodule_vois``, the ML4PM course export of LIDC-
                                                 Malignancy_value (1-5), Diagnosis, ...
 
 Each VOI is resampled once to a cube (default 32^3 voxels of 1 mm, trilinear) centred on the
-centroid of its nodule mask, padding with air (-1000 HU) where the VOI is smaller than the cube; HU
-are kept in the cache and normalised per item (default: lung window level -600, width 1500 to
+centroid of its nodule mask (or, with ``shift``, a few mm off it), padding with air (-1000 HU)
+where the VOI is smaller than the cube; HU are kept in the cache and normalised per item (default: lung window level -600, width 1500 to
 [-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
 score 3 dropped (thresholds configurable), or the ``Diagnosis`` column. Splits are by ``patient_id``
 (never by nodule), drawn over all patients before any nodule is dropped, deterministic for a seed.
@@ -126,6 +126,15 @@ class LIDCNodules(VolumeDataset):
         HU window for ``normalize="window"`` (default lung: -600, 1500).
     return_mask : bool
         Also return the resampled nodule mask as ``mask`` (D, H, W).
+    shift : float or 3 floats
+        Move each cube's centre off its nodule's centroid by up to ``shift`` mm on each axis
+        (D, H, W): one uniform draw per nodule, fixed by ``shift_seed``, so the nodule sits off
+        the cube's centre (default 0: centred). A centred, roughly round nodule looks much the
+        same after a half turn about the centre, which confounds the Rubik's cube's turns with
+        its places; off-centre crops for pre-training break that symmetry. The draws are in
+        :attr:`offsets_mm` (rows of the metadata table, in mm).
+    shift_seed : int
+        Seed of the ``shift`` draws.
     cache_dir : str or Path or None
         Folder of the on-disk cache of resampled cubes (default ``$RUBIKKIT_DATA/cache``);
         ``False`` disables the disk cache (the in-memory one stays).
@@ -152,6 +161,8 @@ class LIDCNodules(VolumeDataset):
         normalize: str | None = "window",
         window=LUNG_WINDOW,
         return_mask: bool = False,
+        shift=0.0,
+        shift_seed: int = 0,
         cache_dir=None,
         progress: bool = True,
         transform=None,
@@ -193,6 +204,20 @@ class LIDCNodules(VolumeDataset):
         if len(sp) != 3 or min(sp) <= 0:
             raise ValueError(f"spacing: expected a positive float or 3 of them, got {spacing!r}")
         self.spacing = sp
+        sh = (shift,) * 3 if np.isscalar(shift) else tuple(shift)
+        try:
+            sh = tuple(float(v) for v in sh)
+        except (TypeError, ValueError):
+            raise ValueError(f"shift: expected mm as a float or 3 floats, got {shift!r}") from None
+        if len(sh) != 3 or not all(np.isfinite(v) and v >= 0 for v in sh):
+            raise ValueError(
+                f"shift: expected mm as a non-negative float or 3 of them, got {shift!r}"
+            )
+        if isinstance(shift_seed, bool) or not isinstance(shift_seed, (int, np.integer)):
+            raise ValueError(f"shift_seed: expected an int, got {shift_seed!r}")
+        if shift_seed < 0:
+            raise ValueError(f"shift_seed: expected a non-negative int, got {shift_seed}")
+        self.shift = sh
         self.normalize = normalize
         self.window = tuple(window)
         self.return_mask = bool(return_mask)
@@ -222,6 +247,11 @@ class LIDCNodules(VolumeDataset):
         self.labels = None if unlabeled else y[self._rows]
         self.metadata = meta.iloc[self._rows].reset_index(drop=True)
         self.files = meta["file"].astype(str).tolist()
+        #: (N, 3) offset of each cube's centre from its nodule's centroid, mm (D, H, W), per
+        #: metadata row.
+        self.offsets_mm = np.random.default_rng(int(shift_seed)).uniform(
+            -1.0, 1.0, size=(len(self.files), 3)
+        ) * np.asarray(sh)
 
         cache = data_root() / "cache" if cache_dir is None else cache_dir
         cache = None if cache is False else cache
@@ -238,6 +268,8 @@ class LIDCNodules(VolumeDataset):
             "meta": file_fingerprint([meta_path]),
             "n": len(self.files),
         }
+        if any(sh):  # centred cubes keep the key (and cache) they had before shift existed
+            key.update(shift=sh, shift_seed=int(shift_seed))
         self._arrays = cached_arrays(
             "lidc", key, lambda: self._resample_all(images, masks, progress), cache
         )
@@ -261,6 +293,7 @@ class LIDCNodules(VolumeDataset):
                 raise ValueError(f"image: {images[i].name} is not 3D (shape {vol.array.shape})")
             nz = np.argwhere(m > 0)
             centre = nz.mean(axis=0) if len(nz) else (np.asarray(m.shape) - 1) / 2.0
+            centre = centre + self.offsets_mm[i] / np.asarray(vol.spacing, dtype=np.float64)
             hu = resample_around(vol.array, vol.spacing, centre, self.shape, self.spacing)
             mk = resample_around(
                 m.astype(np.float32), vol.spacing, centre, self.shape, self.spacing, pad_value=0.0
