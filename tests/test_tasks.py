@@ -626,3 +626,19 @@ def test_a_turned_octant_of_a_centred_blob_is_another_octant():
             assert not np.allclose(turned, cube)  # the turn itself is visible
     ceiling = task.ceiling(blob[None])
     assert ceiling["order_ceiling"] == 1.0 and ceiling["rot_ceiling"] == 1.0
+    # turn_confusion measures it: every turned cube is its mirror cell's cube.
+    conf = task.turn_confusion(blob[None])
+    assert conf == {"turn_mirror_nearest": 1.0, "turn_mirror_ratio": 0.0, "turn_pairs": 16}
+    # The blob off the centre (as LIDCNodules(shift=...) crops it) breaks the symmetry ...
+    off = np.exp(-((grid - np.array([3.0, -4.0, 5.0])[:, None, None, None]) ** 2).sum(0) / 60.0)
+    moved = task.turn_confusion(off[None, None].astype(np.float32))
+    assert moved["turn_mirror_nearest"] < 0.5 and moved["turn_mirror_ratio"] > 0.5
+    # ... and unrelated cubes are about as far from their mirror as from themselves.
+    noise = np.random.default_rng(0).normal(size=(4, 1, 32, 32, 32)).astype(np.float32)
+    rand = task.turn_confusion(noise)
+    assert rand["turn_pairs"] == 64 and 0.9 < rand["turn_mirror_ratio"] < 1.1
+    assert rand["turn_mirror_nearest"] < 0.4
+    with pytest.raises(ValueError, match="turns no cubes"):
+        get_task("ordering", n_perms=10).turn_confusion(blob[None])
+    with pytest.raises(ValueError, match="volumes: empty"):
+        task.turn_confusion([])

@@ -37,6 +37,7 @@ from rubikkit.ops import (
     cell_origins,
     hamming_permutations,
     puzzle,
+    reversed_axes,
     rotation_bits,
     sample_origins,
     sample_permutations,
@@ -236,25 +237,10 @@ class CubePuzzleTask(ProxyTask):
         """
         from rubikkit.ops import reference
 
-        if isinstance(volumes, (np.ndarray, torch.Tensor)) and volumes.ndim != 5:
-            raise ValueError(
-                f"volumes: expected (B, C, D, H, W) or an iterable of (C, D, H, W), "
-                f"got shape {tuple(volumes.shape)}"
-            )
         perm_set = self.perm_set
         codes = self.rotation_codes
         order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
-        for i, vol in enumerate(volumes):
-            v = vol.detach().cpu().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol)
-            if v.ndim != 4:
-                raise ValueError(f"volumes[{i}]: expected (C, D, H, W), got shape {v.shape}")
-            check_volumes(torch.from_numpy(np.ascontiguousarray(v[None])), self.min_volume_shape)
-            cube = self.cube_for(v.shape)
-            origins = cell_origins(v.shape[1:], self.grid, cube, jitter=False)
-            cubes = [
-                np.ascontiguousarray(v[:, z : z + cube[0], y : y + cube[1], x : x + cube[2]])
-                for z, y, x in origins
-            ]
+        for cubes in self._evaluation_cubes(volumes):
             ids: dict[bytes, int] = {}
             classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
             order += len(np.unique(classes[perm_set], axis=0)) / len(perm_set)
@@ -271,6 +257,86 @@ class CubePuzzleTask(ProxyTask):
             out.update(rot_ceiling=rot / n_cubes, rot_chance=1.0 / len(codes))
         out["constant_cubes"] = constant / n_cubes
         return out
+
+    def turn_confusion(self, volumes) -> dict[str, float]:
+        """How much a turned cube looks like the cube of another place, on ``volumes``.
+
+        A turn reverses two axes of a cube; the cell it maps to is the *mirror* cell, its index
+        reversed along those axes (for the 2x2x2 grid, the cell across the volume's centre). On a
+        volume that a half turn about its centre leaves unchanged, every turned cube **is** its
+        mirror cell's cube, so order and orientation cannot be told apart; the more a data set
+        looks like that, the less the Rubik's cube's two heads can learn from it. Each pair of a
+        cube and a turn that changes it is scored against the unturned cubes of the same volume
+        (evaluation cubes, no jitter; mean squared differences).
+
+        Parameters
+        ----------
+        volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
+
+        Returns
+        -------
+        dict
+            ``turn_mirror_nearest``: share of pairs whose turned cube is nearest to the mirror
+            cell's cube (1.0 for a volume symmetric about its centre; about one over the number
+            of cubes for unrelated cubes); ``turn_mirror_ratio``: median over pairs of the
+            difference to the mirror cube divided by the difference to the cube itself unturned
+            (0 for a symmetric volume, about 1 for unrelated cubes); ``turn_pairs``: the pairs.
+
+        Raises
+        ------
+        ValueError
+            The task has no rotations, or ``volumes`` is empty or of the wrong shape.
+        """
+        from rubikkit.ops import reference
+
+        if not self.rotation:
+            raise ValueError(f"turn_confusion: the {self.name!r} task turns no cubes")
+        g = self.grid
+        cells = [np.unravel_index(m, (g, g, g)) for m in range(self.n_cubes)]
+        nearest, ratios, n = [], [], 0
+        for cubes in self._evaluation_cubes(volumes):
+            n += 1
+            stack = np.stack(cubes).astype(np.float64)
+            for m, cube in enumerate(cubes):
+                for code in self.rotation_codes[1:]:
+                    axes = reversed_axes(code)
+                    mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cells[m])]
+                    j = int(np.ravel_multi_index(mirror, (g, g, g)))
+                    turned = reference.rotate_cube(cube, code).astype(np.float64)
+                    diff = ((stack - turned[None]) ** 2).reshape(len(cubes), -1).mean(axis=1)
+                    if j == m or diff[m] == 0:  # the turn maps the cube onto itself
+                        continue
+                    nearest.append(int(np.argmin(diff)) == j)
+                    ratios.append(diff[j] / diff[m])
+        if n == 0:
+            raise ValueError("volumes: empty")
+        if not ratios:  # every turn left its cube unchanged (empty or symmetric cubes)
+            return {"turn_mirror_nearest": float("nan"), "turn_mirror_ratio": float("nan"),
+                    "turn_pairs": 0}  # fmt: skip
+        return {
+            "turn_mirror_nearest": float(np.mean(nearest)),
+            "turn_mirror_ratio": float(np.median(ratios)),
+            "turn_pairs": len(ratios),
+        }
+
+    def _evaluation_cubes(self, volumes):
+        # The cubes of each volume that evaluation cuts (centred in their cells, no jitter).
+        if isinstance(volumes, (np.ndarray, torch.Tensor)) and volumes.ndim != 5:
+            raise ValueError(
+                f"volumes: expected (B, C, D, H, W) or an iterable of (C, D, H, W), "
+                f"got shape {tuple(volumes.shape)}"
+            )
+        for i, vol in enumerate(volumes):
+            v = vol.detach().cpu().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol)
+            if v.ndim != 4:
+                raise ValueError(f"volumes[{i}]: expected (C, D, H, W), got shape {v.shape}")
+            check_volumes(torch.from_numpy(np.ascontiguousarray(v[None])), self.min_volume_shape)
+            cube = self.cube_for(v.shape)
+            origins = cell_origins(v.shape[1:], self.grid, cube, jitter=False)
+            yield [
+                np.ascontiguousarray(v[:, z : z + cube[0], y : y + cube[1], x : x + cube[2]])
+                for z, y, x in origins
+            ]
 
     # --- batches, loss, metrics ----------------------------------------------------------------
 

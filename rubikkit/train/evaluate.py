@@ -144,6 +144,8 @@ def evaluate(
         )
         if hasattr(task, "ceiling"):  # what the volumes allow any model (cube puzzles)
             metrics.update(task.ceiling(item["image"] for item in dataset))
+        if getattr(task, "rotation", False):  # turns that look like moves (centred lesions)
+            metrics.update(task.turn_confusion(item["image"] for item in dataset))
         method = cfg["task"]
     else:
         if len(dataset.class_names) != int(cfg["n_classes"]):
