@@ -642,3 +642,6 @@ def test_a_turned_octant_of_a_centred_blob_is_another_octant():
         get_task("ordering", n_perms=10).turn_confusion(blob[None])
     with pytest.raises(ValueError, match="volumes: empty"):
         task.turn_confusion([])
+    # Constant volumes: no turn changes a cube, so there is nothing to score.
+    flat = task.turn_confusion(np.zeros((2, 1, 32, 32, 32), np.float32))
+    assert flat["turn_pairs"] == 0 and np.isnan(flat["turn_mirror_nearest"])

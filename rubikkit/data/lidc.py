@@ -9,8 +9,8 @@ Layout (as in ``shared/data/lidc_nodule_vois``, the ML4PM course export of LIDC-
 
 Each VOI is resampled once to a cube (default 32^3 voxels of 1 mm, trilinear) centred on the
 centroid of its nodule mask (or, with ``shift``, a few mm off it), padding with air (-1000 HU)
-where the VOI is smaller than the cube; HU are kept in the cache and normalised per item (default: lung window level -600, width 1500 to
-[-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
+where the VOI is smaller than the cube; HU are kept in the cache and normalised per item
+(default: lung window level -600, width 1500 to [-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
 score 3 dropped (thresholds configurable), or the ``Diagnosis`` column. Splits are by ``patient_id``
 (never by nodule), drawn over all patients before any nodule is dropped, deterministic for a seed.
 """
