@@ -34,9 +34,11 @@ from rubikkit.data import (
     save_npy,
     save_npz,
 )
+from rubikkit.data.cache import cached_arrays, clear_memory_cache
 from rubikkit.data.io import atomic_path
 from rubikkit.data.lidc import read_xlsx, voi_metadata
-from rubikkit.data.spec import data_root, parse_value, resolve_path
+from rubikkit.data.spec import data_root, parse_value, resolve_path, takes_option
+from rubikkit.train.runs import open_split
 
 
 # ----------------------------------------------------------------------------- readers / writers
@@ -238,6 +240,44 @@ def test_lidc_shift_moves_the_nodule_off_the_centre(tmp_path):
     ):
         with pytest.raises(ValueError, match=match):
             LIDCNodules(root, "all", **bad, **kw)
+
+
+def test_lidc_cache_on_disk_and_an_unwritable_cache_dir(tmp_path):
+    root = make_lidc(tmp_path / "lidc", n_patients=2)
+    clear_memory_cache()
+    first = LIDCNodules(root, "all", cache_dir=tmp_path / "cache", progress=False, size=12)
+    (cached,) = (tmp_path / "cache").glob("lidc-*.npz")
+    clear_memory_cache()
+    again = LIDCNodules(root, "all", cache_dir=tmp_path / "cache", progress=False, size=12)
+    torch.testing.assert_close(again[0]["image"], first[0]["image"])
+    # a cache folder that cannot be made (here: a file is in the way) is warned about, not fatal
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    clear_memory_cache()
+    with pytest.warns(UserWarning, match="cache_dir: cannot write .*blocked"):
+        kept = LIDCNodules(
+            root, "all", cache_dir=tmp_path / "blocked" / "c", progress=False, size=12
+        )
+    torch.testing.assert_close(kept[0]["image"], first[0]["image"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "cache", "lidc"]
+    assert cached.is_file()
+    calls = []
+    arrays = cached_arrays("t", {"k": 1}, lambda: calls.append(1) or {"a": np.ones(2)}, None)
+    assert cached_arrays("t", {"k": 1}, lambda: calls.append(1) or {}, None) is arrays
+    assert calls == [1]  # computed once, then from memory
+
+
+def test_open_split_progress_reaches_the_dataset(tmp_path, capsys):
+    root = make_lidc(tmp_path / "lidc", n_patients=2)
+    assert takes_option("lidc:x", "progress") and takes_option("brats:x", "progress")
+    assert not takes_option("phantoms:tumour", "progress")
+    spec = f"lidc:{root}"
+    clear_memory_cache()
+    open_split(spec, "all", {"cache_dir": False, "size": 10}, progress=False)
+    assert "LIDC VOIs" not in capsys.readouterr().err
+    clear_memory_cache()
+    open_split(spec, "all", {"cache_dir": False, "size": 10})
+    assert "LIDC VOIs" in capsys.readouterr().err
+    open_split("phantoms:tumour", "train", {"n": 2, "size": 16}, progress=False)  # takes none
 
 
 def test_lidc_bad_inputs(tmp_path):

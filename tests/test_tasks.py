@@ -645,3 +645,17 @@ def test_a_turned_octant_of_a_centred_blob_is_another_octant():
     # Constant volumes: no turn changes a cube, so there is nothing to score.
     flat = task.turn_confusion(np.zeros((2, 1, 32, 32, 32), np.float32))
     assert flat["turn_pairs"] == 0 and np.isnan(flat["turn_mirror_nearest"])
+    # volume_stats gives both in one pass over an iterable (a dataset's items load once).
+    pulled = []
+
+    def items():
+        for v in noise:
+            pulled.append(1)
+            yield v
+
+    both = task.volume_stats(items())
+    assert len(pulled) == len(noise)
+    assert both == {**task.ceiling(noise), **rand}
+    assert task.volume_stats(noise, turns=False) == task.ceiling(noise)
+    ordering = get_task("ordering", n_perms=10)
+    assert ordering.volume_stats(noise) == ordering.ceiling(noise)  # no turns, no confusion

@@ -2,7 +2,8 @@
 
 Keys are dicts of everything that determines the result (parameters, a code version, the source
 files' names, sizes and modification times); their SHA-1 names the file
-``<cache_dir>/<prefix>-<sha1[:16]>.npz``, written atomically.
+``<cache_dir>/<prefix>-<sha1[:16]>.npz``, written atomically. A cache folder that cannot be
+written (a read-only data root) is warned about once per file and the arrays stay in memory.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +41,8 @@ def cached_arrays(
 ) -> dict[str, np.ndarray]:
     """Return ``compute()``'s arrays, from memory or ``cache_dir`` when computed before.
 
-    ``cache_dir=None`` keeps the result in memory only. A corrupt cache file is recomputed.
+    ``cache_dir=None`` keeps the result in memory only. A corrupt cache file is recomputed; one
+    that cannot be written is warned about (the result is still returned).
     """
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     name = f"{prefix}-{digest}"
@@ -55,7 +58,14 @@ def cached_arrays(
     if arrays is None:
         arrays = compute()
         if path is not None:
-            save_npz(path, compress=False, **arrays)
+            try:
+                save_npz(path, compress=False, **arrays)
+            except OSError as exc:
+                warnings.warn(
+                    f"cache_dir: cannot write {path} ({exc}); the arrays stay in memory only "
+                    "(pass a writable cache_dir, or cache_dir=False)",
+                    stacklevel=3,
+                )
     _MEMORY[name] = arrays
     return arrays
 

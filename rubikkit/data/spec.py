@@ -111,6 +111,18 @@ def open_dataset(spec: str, split: str = "train", **options):
     """
     scheme, arg = parse_spec(spec)
     opts = {k: parse_value(v) for k, v in options.items()}
+    cls = _dataset_class(scheme)
+    _check_options(spec, cls, opts)
+    if scheme in ("phantoms", "medmnist3d"):
+        return cls(arg, split=split, **opts)
+    path = resolve_path(arg)
+    if not path.exists():
+        how = _HOW_TO_GET[scheme].format(path=path)
+        raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. Get it with `{how}`.")
+    return cls(path, split=split, **opts)
+
+
+def _dataset_class(scheme: str):
     if scheme == "phantoms":
         from rubikkit.data.phantoms import PhantomDataset as cls
     elif scheme == "medmnist3d":
@@ -121,14 +133,14 @@ def open_dataset(spec: str, split: str = "train", **options):
         from rubikkit.data.brats import BraTS as cls
     else:
         from rubikkit.data.nifti import NiftiFolder as cls
-    _check_options(spec, cls, opts)
-    if scheme in ("phantoms", "medmnist3d"):
-        return cls(arg, split=split, **opts)
-    path = resolve_path(arg)
-    if not path.exists():
-        how = _HOW_TO_GET[scheme].format(path=path)
-        raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. Get it with `{how}`.")
-    return cls(path, split=split, **opts)
+    return cls
+
+
+def takes_option(spec: str, name: str) -> bool:
+    """Whether the dataset class of ``spec`` takes the option ``name`` (e.g. ``progress``)."""
+    import inspect
+
+    return name in inspect.signature(_dataset_class(parse_spec(spec)[0]).__init__).parameters
 
 
 def _check_options(spec: str, cls, opts: dict) -> None:

@@ -235,28 +235,7 @@ class CubePuzzleTask(ProxyTask):
             (the share of cubes holding a single value), and for scale the chance levels
             ``order_chance`` (1/K) and ``rot_chance`` (one over the number of rotation codes).
         """
-        from rubikkit.ops import reference
-
-        perm_set = self.perm_set
-        codes = self.rotation_codes
-        order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
-        for cubes in self._evaluation_cubes(volumes):
-            ids: dict[bytes, int] = {}
-            classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
-            order += len(np.unique(classes[perm_set], axis=0)) / len(perm_set)
-            for c in cubes:
-                seen = {np.ascontiguousarray(reference.rotate_cube(c, k)).tobytes() for k in codes}
-                rot += len(seen) / len(codes)
-                constant += bool(c.min() == c.max())
-            n_cubes += len(cubes)
-            n += 1
-        if n == 0:
-            raise ValueError("volumes: empty")
-        out = {"order_ceiling": order / n, "order_chance": 1.0 / len(perm_set)}
-        if self.rotation:
-            out.update(rot_ceiling=rot / n_cubes, rot_chance=1.0 / len(codes))
-        out["constant_cubes"] = constant / n_cubes
-        return out
+        return self.volume_stats(volumes, turns=False)
 
     def turn_confusion(self, volumes) -> dict[str, float]:
         """How much a turned cube looks like the cube of another place, on ``volumes``.
@@ -287,18 +266,52 @@ class CubePuzzleTask(ProxyTask):
         ValueError
             The task has no rotations, or ``volumes`` is empty or of the wrong shape.
         """
-        from rubikkit.ops import reference
-
         if not self.rotation:
             raise ValueError(f"turn_confusion: the {self.name!r} task turns no cubes")
-        g = self.grid
+        return self.volume_stats(volumes, ceiling=False)
+
+    def volume_stats(self, volumes, *, ceiling: bool = True, turns: bool | None = None) -> dict:
+        """:meth:`ceiling` and :meth:`turn_confusion` together, in one pass over ``volumes``.
+
+        Parameters
+        ----------
+        volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
+            An iterable is walked once (a dataset's items are loaded once).
+        ceiling : bool
+            Include :meth:`ceiling`'s values.
+        turns : bool or None
+            Include :meth:`turn_confusion`'s values; None: when the task turns cubes.
+
+        Returns
+        -------
+        dict
+            The union of the two methods' dicts.
+        """
+        from rubikkit.ops import reference
+
+        turns = self.rotation if turns is None else bool(turns) and self.rotation
+        perm_set, codes, g = self.perm_set, self.rotation_codes, self.grid
         cells = [np.unravel_index(m, (g, g, g)) for m in range(self.n_cubes)]
-        nearest, ratios, n = [], [], 0
+        order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
+        nearest, ratios = [], []
         for cubes in self._evaluation_cubes(volumes):
             n += 1
+            n_cubes += len(cubes)
+            if ceiling:
+                ids: dict[bytes, int] = {}
+                classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
+                order += len(np.unique(classes[perm_set], axis=0)) / len(perm_set)
+                for c in cubes:
+                    seen = {
+                        np.ascontiguousarray(reference.rotate_cube(c, k)).tobytes() for k in codes
+                    }
+                    rot += len(seen) / len(codes)
+                    constant += bool(c.min() == c.max())
+            if not turns:
+                continue
             stack = np.stack(cubes).astype(np.float64)
             for m, cube in enumerate(cubes):
-                for code in self.rotation_codes[1:]:
+                for code in codes[1:]:
                     axes = reversed_axes(code)
                     mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cells[m])]
                     j = int(np.ravel_multi_index(mirror, (g, g, g)))
@@ -310,14 +323,22 @@ class CubePuzzleTask(ProxyTask):
                     ratios.append(diff[j] / diff[m])
         if n == 0:
             raise ValueError("volumes: empty")
-        if not ratios:  # every turn left its cube unchanged (empty or symmetric cubes)
-            return {"turn_mirror_nearest": float("nan"), "turn_mirror_ratio": float("nan"),
-                    "turn_pairs": 0}  # fmt: skip
-        return {
-            "turn_mirror_nearest": float(np.mean(nearest)),
-            "turn_mirror_ratio": float(np.median(ratios)),
-            "turn_pairs": len(ratios),
-        }
+        out = {}
+        if ceiling:
+            out.update(order_ceiling=order / n, order_chance=1.0 / len(perm_set))
+            if self.rotation:
+                out.update(rot_ceiling=rot / n_cubes, rot_chance=1.0 / len(codes))
+            out["constant_cubes"] = constant / n_cubes
+        if turns and ratios:
+            out.update(
+                turn_mirror_nearest=float(np.mean(nearest)),
+                turn_mirror_ratio=float(np.median(ratios)),
+                turn_pairs=len(ratios),
+            )
+        elif turns:  # every turn left its cube unchanged (empty or symmetric cubes)
+            out.update(turn_mirror_nearest=float("nan"), turn_mirror_ratio=float("nan"),
+                       turn_pairs=0)  # fmt: skip
+        return out
 
     def _evaluation_cubes(self, volumes):
         # The cubes of each volume that evaluation cuts (centred in their cells, no jitter).

@@ -1,11 +1,12 @@
 """Scoring a checkpoint on a split (``rubikkit evaluate CKPT --data SPEC --split test``).
 
 A fine-tuning checkpoint gives the target metrics (accuracy and AUC, or mIoU and Dice); a
-pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns
-of Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best
-any model can do when rotations or swaps leave the cubes unchanged,
-:meth:`rubikkit.tasks.rubik.CubePuzzleTask.ceiling`). A binary classifier scored on its own data
-set, away from the validation split it was selected on, also gets ``acc_val_thr``: its accuracy
+pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns of
+Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best any
+model can do when rotations or swaps leave the cubes unchanged) and, with turns, how much a turned
+cube looks like another place's cube, both from one pass over the split
+(:meth:`rubikkit.tasks.rubik.CubePuzzleTask.volume_stats`). A binary classifier scored on its own
+data set, away from the validation split it was selected on, also gets ``acc_val_thr``: its accuracy
 when the cut on the class-1 probability is chosen on that validation split (``val_thr``,
 :func:`rubikkit.train.metrics.validation_threshold`) instead of the softmax's 0.5. The model is
 rebuilt from the checkpoint's config and loaded strictly. Runs in one process (under ``torchrun``
@@ -126,7 +127,7 @@ def evaluate(
     spec = cfg.get("data") if data is None else data
     opts = dict(cfg.get("data_options") or {}) if data is None else {}
     opts.update(options_dict(data_options, "data_options"))
-    dataset = open_split(spec, split, opts)
+    dataset = open_split(spec, split, opts, progress=progress)
     bs = int(batch_size or cfg.get("batch_size") or 2)
     if task is not None:
         task.prepare(dataset)
@@ -142,10 +143,9 @@ def evaluate(
             progress=progress,
             desc=f"evaluate {split}",
         )
-        if hasattr(task, "ceiling"):  # what the volumes allow any model (cube puzzles)
-            metrics.update(task.ceiling(item["image"] for item in dataset))
-        if getattr(task, "rotation", False):  # turns that look like moves (centred lesions)
-            metrics.update(task.turn_confusion(item["image"] for item in dataset))
+        if hasattr(task, "volume_stats"):  # cube puzzles: what the volumes allow any model, and
+            # (with turns) how much a turned cube looks like another place's (centred lesions)
+            metrics.update(task.volume_stats(item["image"] for item in dataset))
         method = cfg["task"]
     else:
         if len(dataset.class_names) != int(cfg["n_classes"]):
@@ -178,7 +178,7 @@ def evaluate(
             # to ACC at the softmax's 0.5: see rubikkit.train.metrics.validation_threshold.
             test_scores, val_scores = {}, {}
             metrics = score(dataset, split, test_scores)
-            score(open_split(spec, val_split, opts), val_split, val_scores)
+            score(open_split(spec, val_split, opts, progress=progress), val_split, val_scores)
             cut = validation_threshold(val_scores["labels"], val_scores["probs"])
             metrics["val_thr"] = cut
             metrics["acc_val_thr"] = accuracy_at_threshold(

@@ -333,9 +333,11 @@ def finetune(
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
-        train_full = open_split(data, train_split, data_options)
+        train_full = open_split(data, train_split, data_options, progress=progress)
         _check_head(head, train_full)
-        val_set = open_split(data, val_split, data_options) if val_split else None
+        val_set = (
+            open_split(data, val_split, data_options, progress=progress) if val_split else None
+        )
         labels = getattr(train_full, "labels", None) if head == "classify" else None
         if head == "classify" and labels is None:
             labels = np.array([int(train_full[i]["label"]) for i in range(len(train_full))])

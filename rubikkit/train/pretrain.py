@@ -232,8 +232,10 @@ def pretrain(
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
-        train_set = open_split(data, train_split, data_options)
-        val_set = open_split(data, val_split, data_options) if val_split else None
+        train_set = open_split(data, train_split, data_options, progress=progress)
+        val_set = (
+            open_split(data, val_split, data_options, progress=progress) if val_split else None
+        )
         proxy = get_task(task, **task_options)
         _check_shape(proxy, train_set, "data")
         seed_everything(seed)

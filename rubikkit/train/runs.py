@@ -49,8 +49,11 @@ class IndexedDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def open_split(data: str, split: str, options: dict | None):
+def open_split(data: str, split: str, options: dict | None, *, progress: bool = True):
     """``rubikkit.data.open_dataset(data, split, **options)`` with errors naming ``data``.
+
+    ``progress=False`` also silences the dataset's own bar (LIDC and BraTS resampling), unless
+    ``options`` set ``progress`` themselves.
 
     Raises
     ------
@@ -60,11 +63,15 @@ def open_split(data: str, split: str, options: dict | None):
         The dataset is not on disk.
     """
     from rubikkit.data import open_dataset
+    from rubikkit.data.spec import takes_option
 
     if not isinstance(data, str):
         raise TypeError(f"data: expected a dataset spec string, got {type(data).__name__}")
+    opts = dict(options or {})
     try:
-        return open_dataset(data, split, **dict(options or {}))
+        if not progress and "progress" not in opts and takes_option(data, "progress"):
+            opts["progress"] = False
+        return open_dataset(data, split, **opts)
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"data: {data!r} (split {split!r}): {exc}") from exc
 
