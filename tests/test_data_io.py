@@ -230,7 +230,18 @@ def test_lidc_shift_moves_the_nodule_off_the_centre(tmp_path):
     np.testing.assert_array_equal(again.offsets_mm, off)
     other = LIDCNodules(root, "all", shift=(4.0, 5.0, 6.0), shift_seed=1, **kw)
     assert not np.allclose(other.offsets_mm, off)
+    # offset: the same move for every nodule, on top of the shift draws
+    fixed = LIDCNodules(root, "all", offset=(3.0, -4.0, 0.0), **kw)
+    np.testing.assert_array_equal(fixed.offsets_mm, np.tile([3.0, -4.0, 0.0], (len(ds), 1)))
+    for i in range(len(fixed)):
+        got = np.argwhere(np.asarray(fixed[i]["mask"]) > 0).mean(axis=0) - 11.5
+        np.testing.assert_allclose(got, [-3.0, 4.0, 0.0], atol=1.0)
+    both = LIDCNodules(root, "all", shift=(4.0, 5.0, 6.0), offset=1.0, **kw)
+    np.testing.assert_allclose(both.offsets_mm, off + 1.0)
     for bad, match in (
+        (dict(offset=(1.0, 2.0)), "offset"),
+        (dict(offset="up"), "offset"),
+        (dict(offset=float("inf")), "offset"),
         (dict(shift=-1.0), "shift"),
         (dict(shift=(1.0, 2.0)), "shift"),
         (dict(shift="far"), "shift"),

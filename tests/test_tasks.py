@@ -602,6 +602,62 @@ def test_puzzle_ceiling_equals_the_bayes_accuracy_of_every_puzzle():
         task.ceiling([np.zeros((1, 16, 16, 16)), np.zeros((16, 16, 16))])
 
 
+def _template_probe_by_hand(task, volumes):
+    # The nearest-mean rules of CubePuzzleTask.template_probe, written out volume by volume.
+    cubes = np.stack([np.stack(c) for c in task._evaluation_cubes(volumes)]).astype(np.float64)
+    n, m_cubes = cubes.shape[:2]
+
+    def others(a, v):  # mean over the volumes other than v
+        return np.delete(a, v, axis=0).mean(axis=0)
+
+    def dist(x, y):
+        return ((x - y) ** 2).mean()
+
+    place = [
+        np.argmin([dist(cubes[v, m], others(cubes[:, c], v)) for c in range(m_cubes)]) == m
+        for v in range(n)
+        for m in range(m_cubes)
+    ]
+    turn = []
+    for m in range(m_cubes):
+        for code in task.rotation_codes[1:]:
+            j = task._mirror_cell(m, code)
+            turned = np.stack([reference.rotate_cube(c, code) for c in cubes[:, j]])
+            for v in range(n):
+                u_mean, t_mean = others(cubes[:, m], v), others(turned, v)
+                turn.append(dist(cubes[v, m], u_mean) < dist(cubes[v, m], t_mean))
+                turn.append(dist(turned[v], t_mean) < dist(turned[v], u_mean))
+    return np.mean(place), np.mean(turn)
+
+
+def test_template_probe_tells_fixed_orientation_from_random_orientation():
+    rng = np.random.default_rng(0)
+    # 6^3 cubes in 8^3 cells: centred, so a turn of the volume maps cubes onto cubes exactly
+    task = get_task("rubik", n_perms=10, cube_size=6, both_rotations=True)
+    pattern = rng.normal(size=(1, 16, 16, 16)).astype(np.float32)
+    # Organs in a fixed orientation: one pattern, a little noise. The mean cubes tell it all.
+    fixed = pattern[None] + 0.3 * rng.normal(size=(16, 1, 16, 16, 16)).astype(np.float32)
+    probe = task.template_probe(fixed)
+    assert probe == {"place_template_acc": 1.0, "turn_template_acc": 1.0}
+    # The same volumes each turned about its centre by one of the four half turns (context as
+    # likely one way as another): turned and unturned cubes share one distribution.
+    spun = np.stack([reference.rotate_cube(v, k % 4) for k, v in enumerate(fixed)])
+    assert task.template_probe(spun)["turn_template_acc"] < 0.6
+    noise = rng.normal(size=(12, 1, 16, 16, 16)).astype(np.float32)
+    by_hand = _template_probe_by_hand(task, noise)
+    got = task.template_probe(noise)
+    assert got["place_template_acc"] == pytest.approx(by_hand[0])
+    assert got["turn_template_acc"] == pytest.approx(by_hand[1])
+    assert 0.3 < got["turn_template_acc"] < 0.7
+    # One pass with the other statistics; the ordering task has no turns to probe.
+    assert task.volume_stats(noise, templates=True) == {**task.volume_stats(noise), **got}
+    assert get_task("ordering", n_perms=10, cube_size=6).template_probe(noise) == {
+        "place_template_acc": got["place_template_acc"]
+    }
+    lone = task.template_probe(noise[:1])  # no other volume to take a mean over
+    assert np.isnan(lone["place_template_acc"]) and np.isnan(lone["turn_template_acc"])
+
+
 def test_a_turned_octant_of_a_centred_blob_is_another_octant():
     # Why the Rubik's cube confuses order and orientation on centred lesions (LIDC nodule crops):
     # for a volume that a half turn about its centre leaves unchanged, the cube of one cell

@@ -8,7 +8,7 @@ Layout (as in ``shared/data/lidc_nodule_vois``, the ML4PM course export of LIDC-
                                                 Malignancy_value (1-5), Diagnosis, ...
 
 Each VOI is resampled once to a cube (default 32^3 voxels of 1 mm, trilinear) centred on the
-centroid of its nodule mask (or, with ``shift``, a few mm off it), padding with air (-1000 HU)
+centroid of its nodule mask (or, with ``shift`` or ``offset``, a few mm off it), padding with air (-1000 HU)
 where the VOI is smaller than the cube; HU are kept in the cache and normalised per item
 (default: lung window level -600, width 1500 to [-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
 score 3 dropped (thresholds configurable), or the ``Diagnosis`` column. Splits are by ``patient_id``
@@ -135,6 +135,12 @@ class LIDCNodules(VolumeDataset):
         :attr:`offsets_mm` (rows of the metadata table, in mm).
     shift_seed : int
         Seed of the ``shift`` draws.
+    offset : float or 3 floats
+        Move every cube's centre by the same ``offset`` mm (D, H, W; any sign) off its nodule's
+        centroid, on top of ``shift`` (default 0). Unlike ``shift``, which points each nodule a
+        different way, this gives every crop the same layout: the nodule in one octant, so each
+        octant of the data set has a look of its own and a turned cube looks unlike the unturned
+        cubes of its place on average (:meth:`rubikkit.tasks.rubik.CubePuzzleTask.template_probe`).
     cache_dir : str or Path or None
         Folder of the on-disk cache of resampled cubes (default ``$RUBIKKIT_DATA/cache``);
         ``False`` disables the disk cache (the in-memory one stays).
@@ -163,6 +169,7 @@ class LIDCNodules(VolumeDataset):
         return_mask: bool = False,
         shift=0.0,
         shift_seed: int = 0,
+        offset=0.0,
         cache_dir=None,
         progress: bool = True,
         transform=None,
@@ -217,7 +224,17 @@ class LIDCNodules(VolumeDataset):
             raise ValueError(f"shift_seed: expected an int, got {shift_seed!r}")
         if shift_seed < 0:
             raise ValueError(f"shift_seed: expected a non-negative int, got {shift_seed}")
+        off = (offset,) * 3 if np.isscalar(offset) else tuple(offset)
+        try:
+            off = tuple(float(v) for v in off)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"offset: expected mm as a float or 3 floats, got {offset!r}"
+            ) from None
+        if len(off) != 3 or not all(np.isfinite(v) for v in off):
+            raise ValueError(f"offset: expected mm as a finite float or 3 of them, got {offset!r}")
         self.shift = sh
+        self.offset = off
         self.normalize = normalize
         self.window = tuple(window)
         self.return_mask = bool(return_mask)
@@ -248,10 +265,10 @@ class LIDCNodules(VolumeDataset):
         self.metadata = meta.iloc[self._rows].reset_index(drop=True)
         self.files = meta["file"].astype(str).tolist()
         #: (N, 3) offset of each cube's centre from its nodule's centroid, mm (D, H, W), per
-        #: metadata row.
+        #: metadata row: the ``shift`` draw plus ``offset``.
         self.offsets_mm = np.random.default_rng(int(shift_seed)).uniform(
             -1.0, 1.0, size=(len(self.files), 3)
-        ) * np.asarray(sh)
+        ) * np.asarray(sh) + np.asarray(off)
 
         cache = data_root() / "cache" if cache_dir is None else cache_dir
         cache = None if cache is False else cache
@@ -270,6 +287,8 @@ class LIDCNodules(VolumeDataset):
         }
         if any(sh):  # centred cubes keep the key (and cache) they had before shift existed
             key.update(shift=sh, shift_seed=int(shift_seed))
+        if any(off):
+            key.update(offset=off)
         self._arrays = cached_arrays(
             "lidc", key, lambda: self._resample_all(images, masks, progress), cache
         )

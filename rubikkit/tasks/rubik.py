@@ -270,8 +270,41 @@ class CubePuzzleTask(ProxyTask):
             raise ValueError(f"turn_confusion: the {self.name!r} task turns no cubes")
         return self.volume_stats(volumes, ceiling=False)
 
-    def volume_stats(self, volumes, *, ceiling: bool = True, turns: bool | None = None) -> dict:
-        """:meth:`ceiling` and :meth:`turn_confusion` together, in one pass over ``volumes``.
+    def template_probe(self, volumes) -> dict[str, float]:
+        """Whether the data set's *mean* cube of each place tells places and turns apart.
+
+        :meth:`turn_confusion` compares the cubes of one volume; whether a network can learn the
+        turns depends on the data set: if a turned cube looks different from an unturned one in
+        the place it appears to come from *on average over the volumes* (organs in a fixed
+        anatomical orientation), even a linear read-out can tell them apart; if the context around
+        the centre is as likely one way as the other (nodules anywhere in the lung), turned and
+        unturned cubes come from the same distribution and only a joint reading of all eight
+        cubes could. Each test is a nearest-mean rule with the means taken over the *other*
+        volumes (leave-one-out), so it needs no training and no second split; a nonlinear model
+        can see more, so values near chance say the cue is not in the means, not that no model
+        can learn it. Holds every evaluation cube in memory (float32).
+
+        Parameters
+        ----------
+        volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
+            At least 2 volumes (fewer give NaN).
+
+        Returns
+        -------
+        dict
+            ``place_template_acc``: share of unturned cubes nearest to the mean cube of their own
+            cell among the M cells' means (chance 1/M); for tasks with turns also
+            ``turn_template_acc``: for each cell and turn that maps it elsewhere, the share of
+            unturned cubes nearer to their cell's mean than to the mean of the mirror cell's cubes
+            turned, and of those turned cubes nearer to their own mean (chance 0.5; 1.0 when the
+            mean cubes alone tell a turn).
+        """
+        return self.volume_stats(volumes, ceiling=False, turns=False, templates=True)
+
+    def volume_stats(
+        self, volumes, *, ceiling: bool = True, turns: bool | None = None, templates: bool = False
+    ) -> dict:
+        """:meth:`ceiling`, :meth:`turn_confusion` and :meth:`template_probe` from one pass.
 
         Parameters
         ----------
@@ -281,22 +314,25 @@ class CubePuzzleTask(ProxyTask):
             Include :meth:`ceiling`'s values.
         turns : bool or None
             Include :meth:`turn_confusion`'s values; None: when the task turns cubes.
+        templates : bool
+            Include :meth:`template_probe`'s values (keeps the cubes in memory).
 
         Returns
         -------
         dict
-            The union of the two methods' dicts.
+            The union of the methods' dicts.
         """
         from rubikkit.ops import reference
 
         turns = self.rotation if turns is None else bool(turns) and self.rotation
-        perm_set, codes, g = self.perm_set, self.rotation_codes, self.grid
-        cells = [np.unravel_index(m, (g, g, g)) for m in range(self.n_cubes)]
+        perm_set, codes = self.perm_set, self.rotation_codes
         order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
-        nearest, ratios = [], []
+        nearest, ratios, kept = [], [], []
         for cubes in self._evaluation_cubes(volumes):
             n += 1
             n_cubes += len(cubes)
+            if templates:
+                kept.append(np.stack(cubes).astype(np.float32))
             if ceiling:
                 ids: dict[bytes, int] = {}
                 classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
@@ -312,9 +348,7 @@ class CubePuzzleTask(ProxyTask):
             stack = np.stack(cubes).astype(np.float64)
             for m, cube in enumerate(cubes):
                 for code in codes[1:]:
-                    axes = reversed_axes(code)
-                    mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cells[m])]
-                    j = int(np.ravel_multi_index(mirror, (g, g, g)))
+                    j = self._mirror_cell(m, code)
                     turned = reference.rotate_cube(cube, code).astype(np.float64)
                     diff = ((stack - turned[None]) ** 2).reshape(len(cubes), -1).mean(axis=1)
                     if j == m or diff[m] == 0:  # the turn maps the cube onto itself
@@ -338,6 +372,58 @@ class CubePuzzleTask(ProxyTask):
         elif turns:  # every turn left its cube unchanged (empty or symmetric cubes)
             out.update(turn_mirror_nearest=float("nan"), turn_mirror_ratio=float("nan"),
                        turn_pairs=0)  # fmt: skip
+        if templates:
+            out.update(self._template_accuracies(np.stack(kept)))
+        return out
+
+    def _mirror_cell(self, m: int, code: int) -> int:
+        # The cell that turn ``code`` sends cell ``m`` to: its index reversed on the turned axes.
+        g = self.grid
+        axes = reversed_axes(code)
+        cell = np.unravel_index(m, (g, g, g))
+        mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cell)]
+        return int(np.ravel_multi_index(mirror, (g, g, g)))
+
+    def _template_accuracies(self, stack: np.ndarray) -> dict[str, float]:
+        # stack: (N, M, C, d, h, w) float32 evaluation cubes; see template_probe.
+        from rubikkit.ops import reference
+
+        n, m_cubes = stack.shape[:2]
+        out = {"place_template_acc": float("nan")}
+        if self.rotation:
+            out["turn_template_acc"] = float("nan")
+        if n < 2:
+            return out
+
+        def to_mean(x, rows, total):
+            # Mean squared distance of each row of x to the mean of ``rows`` (whose sum is
+            # ``total``) without the row of the same volume: leave-one-out.
+            return ((x - (total - rows) / (n - 1)) ** 2).mean(axis=-1)
+
+        flat = stack.reshape(n, m_cubes, -1)
+        sums = flat.sum(axis=0, dtype=np.float64)
+        hits = 0
+        for v in range(n):
+            x = flat[v].astype(np.float64)
+            means = (sums - x) / (n - 1)
+            dist = ((x[:, None, :] - means[None]) ** 2).mean(axis=-1)
+            hits += int((dist.argmin(axis=1) == np.arange(m_cubes)).sum())
+        out["place_template_acc"] = hits / (n * m_cubes)
+        if not self.rotation:
+            return out
+        trials = []
+        for m in range(m_cubes):
+            for code in self.rotation_codes[1:]:
+                j = self._mirror_cell(m, code)
+                if j == m:  # the turn keeps the cube in its cell: no other place to mistake
+                    continue
+                plain = flat[:, m].astype(np.float64)
+                turned = reference.rotate_cube(stack[:, j], code).reshape(n, -1).astype(np.float64)
+                s_plain, s_turned = plain.sum(axis=0), turned.sum(axis=0)
+                trials.append(to_mean(plain, plain, s_plain) < to_mean(plain, turned, s_turned))
+                trials.append(to_mean(turned, turned, s_turned) < to_mean(turned, plain, s_plain))
+        if trials:
+            out["turn_template_acc"] = float(np.concatenate(trials).mean())
         return out
 
     def _evaluation_cubes(self, volumes):

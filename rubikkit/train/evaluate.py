@@ -4,13 +4,13 @@ A fine-tuning checkpoint gives the target metrics (accuracy and AUC, or mIoU and
 pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accuracy, the columns of
 Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best any
 model can do when rotations or swaps leave the cubes unchanged) and, with turns, how much a turned
-cube looks like another place's cube, both from one pass over the split
-(:meth:`rubikkit.tasks.rubik.CubePuzzleTask.volume_stats`). A binary classifier scored on its own
-data set, away from the validation split it was selected on, also gets ``acc_val_thr``: its accuracy
-when the cut on the class-1 probability is chosen on that validation split (``val_thr``,
-:func:`rubikkit.train.metrics.validation_threshold`) instead of the softmax's 0.5. The model is
-rebuilt from the checkpoint's config and loaded strictly. Runs in one process (under ``torchrun``
-every rank would score the same split).
+cube looks like another place's cube and whether the split's mean cubes tell places and turns apart,
+all from one pass over the split (:meth:`rubikkit.tasks.rubik.CubePuzzleTask.volume_stats`). A
+binary classifier scored on its own data set, away from the validation split it was selected on,
+also gets ``acc_val_thr``: its accuracy when the cut on the class-1 probability is chosen on that
+validation split (``val_thr``, :func:`rubikkit.train.metrics.validation_threshold`) instead of the
+softmax's 0.5. The model is rebuilt from the checkpoint's config and loaded strictly. Runs in one
+process (under ``torchrun`` every rank would score the same split).
 """
 
 from __future__ import annotations
@@ -143,9 +143,10 @@ def evaluate(
             progress=progress,
             desc=f"evaluate {split}",
         )
-        if hasattr(task, "volume_stats"):  # cube puzzles: what the volumes allow any model, and
-            # (with turns) how much a turned cube looks like another place's (centred lesions)
-            metrics.update(task.volume_stats(item["image"] for item in dataset))
+        if hasattr(task, "volume_stats"):  # cube puzzles: what the volumes allow any model,
+            # how much a turned cube looks like another place's (centred lesions) and whether the
+            # split's mean cubes tell places and turns apart
+            metrics.update(task.volume_stats((it["image"] for it in dataset), templates=True))
         method = cfg["task"]
     else:
         if len(dataset.class_names) != int(cfg["n_classes"]):
