@@ -656,6 +656,9 @@ def test_template_probe_tells_fixed_orientation_from_random_orientation():
     }
     lone = task.template_probe(noise[:1])  # no other volume to take a mean over
     assert np.isnan(lone["place_template_acc"]) and np.isnan(lone["turn_template_acc"])
+    two_sizes = [noise[0], noise[1, :, :12, :12, :12]]  # 7^3 and 5^3 cubes by the gap
+    sizes = get_task("rubik", n_perms=10).volume_stats(two_sizes, templates=True)
+    assert np.isnan(sizes["turn_template_acc"]) and sizes["turn_pairs"] > 0  # the rest is kept
 
 
 def test_a_turned_octant_of_a_centred_blob_is_another_octant():

@@ -287,7 +287,7 @@ class CubePuzzleTask(ProxyTask):
         Parameters
         ----------
         volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
-            At least 2 volumes (fewer give NaN).
+            At least 2 volumes whose cubes have one shape (else the values are NaN).
 
         Returns
         -------
@@ -327,12 +327,15 @@ class CubePuzzleTask(ProxyTask):
         turns = self.rotation if turns is None else bool(turns) and self.rotation
         perm_set, codes = self.perm_set, self.rotation_codes
         order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
-        nearest, ratios, kept = [], [], []
+        nearest, ratios = [], []
+        kept: list[np.ndarray] | None = []
         for cubes in self._evaluation_cubes(volumes):
             n += 1
             n_cubes += len(cubes)
-            if templates:
+            if templates and kept is not None:
                 kept.append(np.stack(cubes).astype(np.float32))
+                if kept[-1].shape != kept[0].shape:  # no mean cube over cubes of other sizes
+                    kept = None
             if ceiling:
                 ids: dict[bytes, int] = {}
                 classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
@@ -373,7 +376,7 @@ class CubePuzzleTask(ProxyTask):
             out.update(turn_mirror_nearest=float("nan"), turn_mirror_ratio=float("nan"),
                        turn_pairs=0)  # fmt: skip
         if templates:
-            out.update(self._template_accuracies(np.stack(kept)))
+            out.update(self._template_accuracies(None if kept is None else np.stack(kept)))
         return out
 
     def _mirror_cell(self, m: int, code: int) -> int:
@@ -384,16 +387,17 @@ class CubePuzzleTask(ProxyTask):
         mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cell)]
         return int(np.ravel_multi_index(mirror, (g, g, g)))
 
-    def _template_accuracies(self, stack: np.ndarray) -> dict[str, float]:
-        # stack: (N, M, C, d, h, w) float32 evaluation cubes; see template_probe.
+    def _template_accuracies(self, stack: np.ndarray | None) -> dict[str, float]:
+        # stack: (N, M, C, d, h, w) float32 evaluation cubes, None when their shapes differ;
+        # see template_probe.
         from rubikkit.ops import reference
 
-        n, m_cubes = stack.shape[:2]
         out = {"place_template_acc": float("nan")}
         if self.rotation:
             out["turn_template_acc"] = float("nan")
-        if n < 2:
+        if stack is None or len(stack) < 2:
             return out
+        n, m_cubes = stack.shape[:2]
 
         def to_mean(x, rows, total):
             # Mean squared distance of each row of x to the mean of ``rows`` (whose sum is
