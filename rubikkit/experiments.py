@@ -1282,8 +1282,23 @@ def _compare_seeds(
     )
 
 
+def _repeated_variant(v: dict, variants: list[dict]):
+    """The pre-training a seed variant repeats: None (the configured one), the name of the variant
+    with the same settings but the seed, or False when there is none."""
+    rest = {k: x for k, x in v.items() if k not in ("name", "seed")}
+    if not rest:
+        return None
+    for w in variants:
+        if "seed" not in w and {k: x for k, x in w.items() if k != "name"} == rest:
+            return w["name"]
+    return False
+
+
 def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[str]:
-    """A repeated pre-training (a variant with a ``seed``) against the configured one.
+    """A repeated pre-training (a variant with a ``seed``) against the one it repeats.
+
+    The configured pre-training for a variant that changes the seed only; for one that also
+    changes other settings, the variant with those settings and no seed (none: no line).
 
     For every fine-tuning setting both have run, the rule of :func:`against_scratch` with the
     configured pre-training in the place of scratch, paired by fine-tuning seed: the difference is
@@ -1295,14 +1310,17 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
     lines = []
     for method, variants in pt.get("variants", {}).items():
         for v in (v for v in variants if "seed" in v):
-            label = method_label(method, v["name"])
+            base = _repeated_variant(v, variants)
+            if base is False:
+                continue
+            label, base_label = method_label(method, v["name"]), method_label(method, base)
             seeds = f"pre-training seed {v['seed']} vs {pt['seed']}"
             by_setting: dict[tuple, dict] = {}
             proxy = {}
             for r in records:
-                if r["method"] != method or r.get("variant") not in (None, v["name"]):
+                if r["method"] != method or r.get("variant") not in (base, v["name"]):
                     continue
-                side = "repeat" if r.get("variant") else "configured"
+                side = "repeat" if r.get("variant") == v["name"] else "configured"
                 if r["head"] == "proxy":
                     proxy[side] = r["metrics"]
                     continue
@@ -1313,7 +1331,10 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
             for (bb, head, lf), sides in sorted(by_setting.items(), key=str):
                 if not sides["repeat"] or not sides["configured"]:
                     continue
-                where = f"{label} against {method} ({seeds}; {bb}, {head}, {_lf_label(lf)} of the labels)"
+                where = (
+                    f"{label} against {base_label} ({seeds}; {bb}, {head}, {_lf_label(lf)} "
+                    "of the labels)"
+                )
                 for m in metrics:
                     if m in _PROXY_METRICS:
                         continue
@@ -1333,7 +1354,9 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
                         f"{m} {proxy['repeat'][m]:.3f} vs {proxy['configured'][m]:.3f}"
                         for m in shown
                     )
-                    lines.append(f"{label} against {method} ({seeds}), proxy test scores: {pairs}")
+                    lines.append(
+                        f"{label} against {base_label} ({seeds}), proxy test scores: {pairs}"
+                    )
     return lines
 
 
@@ -1352,10 +1375,16 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
 
     pt = (cfg or {}).get("pretrain") or {}
     lines = []
+    groups: list[tuple[str, dict]] = []  # (method, {variant or None: pre-training seed})
     for method, variants in pt.get("variants", {}).items():
-        seeds = {None: pt.get("seed")} | {v["name"]: v["seed"] for v in variants if "seed" in v}
-        if len(seeds) < 2:
-            continue
+        by_base: dict = {}
+        for v in (v for v in variants if "seed" in v):
+            base = _repeated_variant(v, variants)
+            if base is not False:
+                by_base.setdefault(base, {base: pt.get("seed")})[v["name"]] = v["seed"]
+        groups += [(method, seeds) for seeds in by_base.values()]
+    for method, seeds in groups:
+        base = next(iter(seeds))
         runs: dict[tuple, dict] = {}  # (bb, head, lf) -> {variant: {ft seed: metrics}}
         for r in records:
             if r["head"] == "proxy":
@@ -1382,7 +1411,7 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
                 pooled = {s: {m: sum(per[v][s] for v in order) / len(order)} for s in common}
                 shown = ", ".join(f"{x:.3f}" for x in means)
                 where = (
-                    f"{method} over {len(order)} pre-trainings (seeds "
+                    f"{method_label(method, base)} over {len(order)} pre-trainings (seeds "
                     f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, {_lf_label(lf)} "
                     f"of the labels, fine-tuning seeds {', '.join(map(str, common))})"
                 )

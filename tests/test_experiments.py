@@ -464,6 +464,28 @@ def test_pooled_pretrainings_average_a_methods_pretrainings_against_scratch():
     assert pooled_pretrainings(records, validate_config(_cfg()), ["auc"]) == []
 
 
+def test_a_seed_variant_of_a_lever_is_read_against_that_lever():
+    variants = {"rubik": [{"task_options": {"n_perms": 10}},
+                          {"seed": 1, "task_options": {"n_perms": 10}},
+                          {"seed": 2, "task_options": {"gap": 0.25}}]}  # fmt: skip
+    cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants=variants))
+
+    def rec(variant, seed, auc):
+        return dict(method="rubik", variant=variant, backbone="vgg3d", head="classify", seed=seed,
+                    label_fraction=0.1, metrics={"auc": auc})  # fmt: skip
+
+    records = [rec(None, s, 0.5) for s in range(3)]  # the configured run: not the counterpart
+    records += [rec("n_perms=10", s, v) for s, v in enumerate([0.70, 0.78, 0.72])]
+    records += [rec("n_perms=10,seed=1", s, v) for s, v in enumerate([0.66, 0.73, 0.69])]
+    records += [rec("gap=0.25,seed=2", s, 0.9) for s in range(3)]  # repeats nothing that ran
+    [line] = pretraining_seeds(records, cfg, ["auc"])
+    assert line.startswith("rubik [n_perms=10,seed=1] against rubik [n_perms=10] (pre-training")
+    assert "-0.040 (0.693 vs 0.733" in line
+    [pooled] = pooled_pretrainings(records, cfg, ["auc"])
+    assert pooled.startswith("rubik [n_perms=10] over 2 pre-trainings (seeds 0, 1;")
+    assert "pre-training means 0.733, 0.693" in pooled
+
+
 def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     def rec(method, head, seed, **metrics):
         lf = None if head == "proxy" else 0.1
