@@ -1301,7 +1301,7 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
     changes other settings, the variant with those settings and no seed (none: no line).
 
     For every fine-tuning setting both have run, the rule of :func:`against_scratch` with the
-    configured pre-training in the place of scratch, paired by fine-tuning seed: the difference is
+    pre-training it repeats in the place of scratch, paired by fine-tuning seed: the difference is
     what the pre-training's own seed changes, the spread a single pre-training per row hides. The
     proxy scores of the two pre-trainings (the proxy metrics among ``metrics``) follow, side by
     side.

@@ -8,11 +8,12 @@ Layout (as in ``shared/data/lidc_nodule_vois``, the ML4PM course export of LIDC-
                                                 Malignancy_value (1-5), Diagnosis, ...
 
 Each VOI is resampled once to a cube (default 32^3 voxels of 1 mm, trilinear) centred on the
-centroid of its nodule mask (or, with ``shift`` or ``offset``, a few mm off it), padding with air (-1000 HU)
-where the VOI is smaller than the cube; HU are kept in the cache and normalised per item
-(default: lung window level -600, width 1500 to [-1, 1]). Labels follow NoduleMNIST3D: malignant when ``Malignancy_value >= 4``, benign when ``<= 2``,
-score 3 dropped (thresholds configurable), or the ``Diagnosis`` column. Splits are by ``patient_id``
-(never by nodule), drawn over all patients before any nodule is dropped, deterministic for a seed.
+centroid of its nodule mask (or, with ``shift`` or ``offset``, a few mm off it), padding with air
+(-1000 HU) where the VOI is smaller than the cube; HU are kept in the cache and normalised per item
+(default: lung window level -600, width 1500 to [-1, 1]). Labels follow NoduleMNIST3D: malignant
+when ``Malignancy_value >= 4``, benign when ``<= 2``, score 3 dropped (thresholds configurable), or
+the ``Diagnosis`` column. Splits are by ``patient_id`` (never by nodule), drawn over all patients
+before any nodule is dropped, deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,19 @@ def _shape3(size) -> tuple[int, int, int]:
     if len(s) != 3 or min(s) < 1:
         raise ValueError(f"size: expected an int or 3 positive ints, got {size!r}")
     return s  # type: ignore[return-value]
+
+
+def _mm3(value, name: str, signed: bool) -> tuple[float, float, float]:
+    """A float or 3 floats of mm (D, H, W) as a 3-tuple; finite, and >= 0 unless ``signed``."""
+    v3 = (value,) * 3 if np.isscalar(value) else tuple(value)
+    try:
+        v3 = tuple(float(v) for v in v3)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected mm as a float or 3 floats, got {value!r}") from None
+    kind = "finite" if signed else "non-negative"
+    if len(v3) != 3 or not all(np.isfinite(v) and (signed or v >= 0) for v in v3):
+        raise ValueError(f"{name}: expected mm as a {kind} float or 3 of them, got {value!r}")
+    return v3
 
 
 class LIDCNodules(VolumeDataset):
@@ -211,28 +225,12 @@ class LIDCNodules(VolumeDataset):
         if len(sp) != 3 or min(sp) <= 0:
             raise ValueError(f"spacing: expected a positive float or 3 of them, got {spacing!r}")
         self.spacing = sp
-        sh = (shift,) * 3 if np.isscalar(shift) else tuple(shift)
-        try:
-            sh = tuple(float(v) for v in sh)
-        except (TypeError, ValueError):
-            raise ValueError(f"shift: expected mm as a float or 3 floats, got {shift!r}") from None
-        if len(sh) != 3 or not all(np.isfinite(v) and v >= 0 for v in sh):
-            raise ValueError(
-                f"shift: expected mm as a non-negative float or 3 of them, got {shift!r}"
-            )
+        sh = _mm3(shift, "shift", signed=False)
         if isinstance(shift_seed, bool) or not isinstance(shift_seed, (int, np.integer)):
             raise ValueError(f"shift_seed: expected an int, got {shift_seed!r}")
         if shift_seed < 0:
             raise ValueError(f"shift_seed: expected a non-negative int, got {shift_seed}")
-        off = (offset,) * 3 if np.isscalar(offset) else tuple(offset)
-        try:
-            off = tuple(float(v) for v in off)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"offset: expected mm as a float or 3 floats, got {offset!r}"
-            ) from None
-        if len(off) != 3 or not all(np.isfinite(v) for v in off):
-            raise ValueError(f"offset: expected mm as a finite float or 3 of them, got {offset!r}")
+        off = _mm3(offset, "offset", signed=True)
         self.shift = sh
         self.offset = off
         self.normalize = normalize

@@ -417,13 +417,14 @@ class CubePuzzleTask(ProxyTask):
             return out
         trials = []
         for m in range(m_cubes):
+            plain = flat[:, m].astype(np.float64)
+            s_plain = plain.sum(axis=0)
             for code in self.rotation_codes[1:]:
                 j = self._mirror_cell(m, code)
                 if j == m:  # the turn keeps the cube in its cell: no other place to mistake
                     continue
-                plain = flat[:, m].astype(np.float64)
                 turned = reference.rotate_cube(stack[:, j], code).reshape(n, -1).astype(np.float64)
-                s_plain, s_turned = plain.sum(axis=0), turned.sum(axis=0)
+                s_turned = turned.sum(axis=0)
                 trials.append(to_mean(plain, plain, s_plain) < to_mean(plain, turned, s_turned))
                 trials.append(to_mean(turned, turned, s_turned) < to_mean(turned, plain, s_plain))
         if trials:
