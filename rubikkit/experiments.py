@@ -25,7 +25,8 @@ paths under the data root), ``data_options`` (dict), ``dataset_name`` (str, the 
 {backbone: dict}), ``seeds`` (list of int), ``eval_split`` (str), ``metrics`` (list),
 ``published`` (list of {"dataset": ..., optional "backbone", "head", "method"} selecting rows of
 :data:`rubikkit.results.PUBLISHED`), ``recipe`` (str), ``recipe_epochs`` (int, the published
-protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``pretrain`` (section or null:
+protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``proxy_draws`` (int, puzzles scored per
+volume in the proxy records, default 1; more for a split of a few volumes), ``pretrain`` (section or null:
 ``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
 ``task_options`` {method: dict}, ``val_split``, ``epochs_by_method`` {method: int} for tasks that
 need another budget, ``seed``: null for one pre-training per seed, or an int for one pre-training
@@ -100,6 +101,7 @@ _TOP_FIELDS = {
     "recipe": str,
     "recipe_epochs": (int, type(None)),
     "proxy_eval": bool,
+    "proxy_draws": int,
     "pretrain": (dict, type(None)),
     "finetune": (dict, type(None)),
     "workers": int,
@@ -204,6 +206,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         recipe="",
         recipe_epochs=None,
         proxy_eval=False,
+        proxy_draws=1,
         pretrain=None,
         finetune=None,
         workers=0,
@@ -237,6 +240,8 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
             raise ValueError(f"published[{i}]: expected an object such as {{'dataset': ...}}")
         if not any(_matches(p, sel) for p in PUBLISHED):
             raise ValueError(f"published[{i}]: no row of rubikkit.results.PUBLISHED matches {sel}")
+    if isinstance(cfg["proxy_draws"], bool) or cfg["proxy_draws"] < 1:
+        raise ValueError(f"proxy_draws: expected a positive int, got {cfg['proxy_draws']!r}")
     if cfg["pretrain"] is None and cfg["finetune"] is None:
         raise ValueError("pretrain, finetune: give at least one of the two sections")
     pt = cfg["pretrain"]
@@ -524,8 +529,12 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) ->
                     "head": "proxy",
                     "label_fraction": None,
                     "init": pid,
-                    "settings": {"eval_split": cfg["eval_split"]},
-                    "config_hash": _hash([settings, seed, cfg["eval_split"]]),
+                    "settings": {"eval_split": cfg["eval_split"], "draws": cfg["proxy_draws"]},
+                    # One draw, the default, keeps the hash records had before draws existed.
+                    "config_hash": _hash(
+                        [settings, seed, cfg["eval_split"]]
+                        + ([cfg["proxy_draws"]] if cfg["proxy_draws"] != 1 else [])
+                    ),
                 }
             )
         # A shared pre-training enters the fine-tuning hash with its seed.
@@ -1001,6 +1010,7 @@ def _run_proxy(cfg, e, run_root: Path, device, progress):
         pt_out / "best.pt",
         split=s["eval_split"],
         device=device,
+        draws=s["draws"],
         progress=progress,
     )
     return res["splits"][s["eval_split"]], res

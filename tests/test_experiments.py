@@ -92,6 +92,8 @@ def _cfg(**changes):
         ({"published": [{}]}, r"published\[0\]: expected an object"),
         ({"pretrain": None, "proxy_eval": False}, "finetune.methods: 'rubik' needs"),
         ({"name": "a b"}, "name: use letters"),
+        ({"proxy_draws": 0}, "proxy_draws: expected a positive int"),
+        ({"proxy_draws": 2.5}, "proxy_draws: expected int"),
     ],
 )
 def test_config_errors_name_the_field(changes, match):
@@ -141,6 +143,30 @@ def test_grid_order_and_ids():
     h2 = {e["run"]: e["config_hash"] for e in other}
     assert h["s0/vgg3d/ft-scratch-classify-lf1"] == h2["s0/vgg3d/ft-scratch-classify-lf1"]
     assert h["s0/vgg3d/ft-rubik-classify-lf1"] != h2["s0/vgg3d/ft-rubik-classify-lf1"]
+
+
+def test_proxy_draws_change_only_the_proxy_records():
+    base = {e["run"]: e for e in plan_grid(validate_config(_cfg()))}
+    one = {e["run"]: e for e in plan_grid(validate_config(_cfg(proxy_draws=1)))}
+    more = {e["run"]: e for e in plan_grid(validate_config(_cfg(proxy_draws=20)))}
+    proxy = "s0/vgg3d/pt-rubik/proxy-test"
+    assert {r: e["config_hash"] for r, e in one.items()} == {
+        r: e["config_hash"] for r, e in base.items()
+    }  # the default keeps the hashes of records made before the field existed
+    assert more[proxy]["settings"]["draws"] == 20
+    assert more[proxy]["config_hash"] != base[proxy]["config_hash"]
+    assert all(more[r]["config_hash"] == base[r]["config_hash"] for r in base if r != proxy)
+
+
+def test_proxy_draws_reach_the_record(tmp_path):
+    from rubikkit.train.runs import open_split
+
+    cfg = validate_config(_cfg(proxy_draws=3, finetune=None, metrics=["order_acc"]))
+    run_experiment(cfg, device="cpu", results_dir=tmp_path, runs_dir=tmp_path / "runs",
+                   progress=False, log=lambda *a: None)  # fmt: skip
+    (record,) = load_records(tmp_path / "tiny.jsonl")
+    n_test = len(open_split(cfg["data"], "test", cfg["data_options"]))
+    assert record["head"] == "proxy" and record["metrics"]["puzzles"] == 3 * n_test
 
 
 def test_shared_pretraining_seed():

@@ -306,6 +306,21 @@ def test_proxy_ceiling_is_that_of_the_evaluated_batches(name):
         proxy_ceiling(get_task("rubik", **SMALL["rubik"]), ds, batch_size=2)
 
 
+def test_evaluate_proxy_draws_are_further_passes_of_one_generator():
+    task = get_task("rubik", **SMALL["rubik"])
+    x = anatomy(4, (24, 24, 24))
+    model = task.build_model(build_backbone("vgg3d", 1, widths=[4, 8]))
+    kw = dict(batch_size=2, seed=3, device=torch.device("cpu"))
+    twice = evaluate_proxy(task, model, _IdVolumes(x), draws=2, **kw)
+    # Two passes over the split score what one pass over the split written twice scores.
+    doubled = evaluate_proxy(task, model, _IdVolumes(torch.cat([x, x])), **kw)
+    assert twice == pytest.approx(doubled)
+    assert evaluate_proxy(task, model, _IdVolumes(x), **kw) != pytest.approx(twice)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="draws: expected a positive int"):
+            evaluate_proxy(task, model, _IdVolumes(x), draws=bad, **kw)
+
+
 def test_tcpc_crop_jitter_moves_the_repeated_sub_volumes_apart():
     x = anatomy(3, (24, 28, 28))
     plain = get_task("tcpc", **SMALL["tcpc"])

@@ -118,6 +118,9 @@ def test_finetune_then_evaluate(pretrained, tmp_path, capsys):
     record = validate_record(to_record(result, "test"))
     assert record["split"] == "test" and record["method"] == "rubik"
     assert record["label_fraction"] == 0.5 and record["backbone"] == "vgg3d"
+    # Only a proxy task draws puzzles.
+    assert main(["evaluate", str(out / "best.pt"), *DATA, "--draws", "2", *FAST[:3]]) == 2
+    assert "draws: " in capsys.readouterr().err
 
 
 def test_finetune_from_scratch_segmentation(tmp_path):
@@ -170,6 +173,19 @@ def test_evaluate_a_pretrain_checkpoint(pretrained, capsys):
     # The ceilings of the split: phantoms have textured cubes, so nothing is invisible.
     assert printed["order_ceiling"] == printed["rot_ceiling"] == 1.0
     assert printed["constant_cubes"] == 0.0
+    assert printed["puzzles"] == 8  # one puzzle per test phantom by default
+
+
+def test_evaluate_draws_more_puzzles_per_volume(pretrained, capsys):
+    args = ["evaluate", str(pretrained / "best.pt"), "--split", "test", *FAST[:3]]
+    assert main([*args, "--draws", "3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["puzzles"] == 3 * 8
+    # Each rotation accuracy is now a share of 3 x 8 x 8 turned cubes.
+    assert printed["rot_acc"] * 3 * 8 * 8 == pytest.approx(round(printed["rot_acc"] * 192))
+    with pytest.raises(SystemExit):
+        main([*args, "--draws", "0"])
+    assert "draws" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

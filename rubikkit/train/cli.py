@@ -215,6 +215,7 @@ def _run_evaluate(args) -> int:
         workers=args.workers,
         amp=args.amp,
         seed=args.seed,
+        draws=args.draws,
         out=args.out,
         progress=not args.no_progress,
     )
@@ -319,6 +320,12 @@ def register(subparsers) -> None:
     e.add_argument("--out", default=None, help="write the result JSON here (file or folder)")
     e.add_argument("--batch-size", type=_positive_int, default=None)
     e.add_argument("--seed", type=int, default=None)
+    e.add_argument(
+        "--draws",
+        type=_positive_int,
+        default=1,
+        help="puzzles scored per volume (a pre-training checkpoint; for splits of a few volumes)",
+    )
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--workers", type=int, default=0)
     e.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None)

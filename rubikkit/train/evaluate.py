@@ -87,6 +87,7 @@ def evaluate(
     workers: int = 0,
     amp: bool | None = None,
     seed: int | None = None,
+    draws: int = 1,
     out=None,
     progress: bool = True,
 ) -> dict:
@@ -107,6 +108,9 @@ def evaluate(
         As for training.
     seed : int, optional
         Puzzles drawn for a proxy task (default: the run's seed).
+    draws : int
+        Puzzles scored per volume for a proxy task (``puzzles`` in the metrics counts them all);
+        a fine-tuning checkpoint takes only 1.
     out : path-like, optional
         Write the result there as JSON (a folder gets ``metrics_<split>.json``).
 
@@ -124,6 +128,8 @@ def evaluate(
     dev = resolve_device(device)
     use_amp = resolve_amp(amp, dev)
     model, cfg, task = load_model(checkpoint, dev)
+    if task is None and draws != 1:
+        raise ValueError(f"draws: {checkpoint} is a fine-tuning checkpoint, which draws no puzzles")
     spec = cfg.get("data") if data is None else data
     opts = dict(cfg.get("data_options") or {}) if data is None else {}
     opts.update(options_dict(data_options, "data_options"))
@@ -142,7 +148,9 @@ def evaluate(
             amp=use_amp,
             progress=progress,
             desc=f"evaluate {split}",
+            draws=draws,
         )
+        metrics["puzzles"] = len(dataset) * draws
         if hasattr(task, "volume_stats"):  # cube puzzles: what the volumes allow any model,
             # how much a turned cube looks like another place's (centred lesions) and whether the
             # split's mean cubes tell places and turns apart
