@@ -391,6 +391,16 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     assert la[-2]["loss"] == lb[-2]["loss"] and la[-2]["split"] == "train"
 
 
+def test_pretraining_without_validation_keeps_the_last_epoch(tmp_path):
+    # The training loss of random puzzles is noisy: its minimum would pick a lucky epoch.
+    summary = _pretrain(tmp_path / "run", epochs=4, val_split=None, lr=0.05)
+    assert summary["best"]["epoch"] == 4 and summary["best"]["split"] == "train"
+    best, last = (load_checkpoint(tmp_path / "run" / n) for n in ("best.pt", "last.pt"))
+    assert best["step"] == last["step"] == summary["steps"]
+    _assert_same_state(best["model"], last["model"])
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+
 def test_rerun_without_resume_or_with_other_settings_is_refused(tmp_path):
     _pretrain(tmp_path / "run", max_steps=1, val_split=None)
     with pytest.raises(ValueError, match="out: .* already holds a run"):

@@ -5,7 +5,8 @@ A run folder holds::
     config.json    everything that defines the run (written by rank 0 at the start)
     log.jsonl      one JSON object per epoch and split: {"epoch", "step", "split", "loss", ...}
     last.pt        the latest state (every epoch, every ``checkpoint_every`` steps, at the end)
-    best.pt        the state with the best validation score so far
+    best.pt        the state with the best validation score so far (``Selection(mode="last")``:
+                   the final state, written once at the end)
     metrics.json   the final summary (written by the caller, :mod:`.pretrain` or :mod:`.finetune`)
 
 :func:`fit` runs Adam (Kingma and Ba 2014; both papers train with it: Zhou et al., TCPC,
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -62,13 +64,16 @@ RESUME_KEYS = (
 
 @dataclass(frozen=True)
 class Selection:
-    """How ``best.pt`` is chosen: metric ``key`` of ``split``, lower (``"min"``) or higher better."""
+    """How ``best.pt`` is chosen: metric ``key`` of ``split``, lower (``"min"``) or higher
+    (``"max"``) better; ``"last"``: every epoch replaces it, so it is the last epoch's state."""
 
     key: str = "loss"
     mode: str = "min"
     split: str = "val"
 
     def better(self, value: float, best: float | None) -> bool:
+        if self.mode == "last":
+            return True
         if value is None or not math.isfinite(value):
             return False
         if best is None or not math.isfinite(best):
@@ -508,8 +513,14 @@ def fit(
                 }
         is_best = D.broadcast_object(is_best, ctx)
         state.best = D.broadcast_object(state.best, ctx)
-        save(("last.pt", "best.pt") if is_best else ("last.pt",))
+        # "last": best.pt is written once, from the final last.pt (below), not every epoch.
+        save(("last.pt", "best.pt") if is_best and selection.mode != "last" else ("last.pt",))
         D.barrier(ctx)
+
+    if selection.mode == "last" and last_metrics and ctx.is_main:
+        tmp = out / f".best.pt.{os.getpid()}.tmp"
+        shutil.copyfile(out / "last.pt", tmp)
+        os.replace(tmp, out / "best.pt")
 
     if ckpt is not None and not last_metrics and ctx.is_main:
         # Resumed a finished run: nothing trained, still report the validation of the weights.
