@@ -101,7 +101,8 @@ def _common(p: argparse.ArgumentParser, *, lr: float) -> None:
     g.add_argument(
         "--val-split",
         default="val",
-        help="split scored after each epoch for best.pt ('none': no validation)",
+        help="split scored after each epoch for best.pt ('none': no validation; best.pt is then "
+        "a pre-training's last epoch, a fine-tuning's lowest training loss)",
     )
     g.add_argument(
         "--checkpoint-every",
