@@ -26,8 +26,8 @@ paths under the data root), ``data_options`` (dict), ``dataset_name`` (str, the 
 ``published`` (list of {"dataset": ..., optional "backbone", "head", "method"} selecting rows of
 :data:`rubikkit.results.PUBLISHED`), ``recipe`` (str), ``recipe_epochs`` (int, the published
 protocol's fine-tuning epochs), ``proxy_eval`` (bool), ``proxy_draws`` (int, puzzles scored per
-volume in the proxy records, default 1; more for a split of a few volumes), ``pretrain`` (section or null:
-``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
+volume in the proxy records, default 1; more for a split of a few volumes), ``pretrain`` (section
+or null: ``methods``, ``data``, ``data_options``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
 ``task_options`` {method: dict}, ``val_split``, ``epochs_by_method`` {method: int} for tasks that
 need another budget, ``seed``: null for one pre-training per seed, or an int for one pre-training
 with that seed shared by every fine-tuning seed, ``variants`` {method: list of variants}, see

@@ -28,6 +28,7 @@ from rubikkit.train import (
     validation_threshold,
 )
 from rubikkit.train.checkpoint import restore_rng_state, rng_state
+from rubikkit.train.loop import Selection
 
 TINY = {"widths": (4, 8)}
 PHANTOM = {"n": 4, "size": 16}
@@ -399,6 +400,8 @@ def test_pretraining_without_validation_keeps_the_last_epoch(tmp_path):
     assert best["step"] == last["step"] == summary["steps"]
     _assert_same_state(best["model"], last["model"])
     assert not list((tmp_path / "run").glob(".*.tmp"))
+    with pytest.raises(ValueError, match="mode: expected"):
+        Selection(mode="latest")
 
 
 def test_rerun_without_resume_or_with_other_settings_is_refused(tmp_path):

@@ -180,9 +180,7 @@ def test_evaluate_draws_more_puzzles_per_volume(pretrained, capsys):
     args = ["evaluate", str(pretrained / "best.pt"), "--split", "test", *FAST[:3]]
     assert main([*args, "--draws", "3"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["puzzles"] == 3 * 8
-    # Each rotation accuracy is now a share of 3 x 8 x 8 turned cubes.
-    assert printed["rot_acc"] * 3 * 8 * 8 == pytest.approx(round(printed["rot_acc"] * 192))
+    assert printed["puzzles"] == 3 * 8  # what the passes score: tests/test_tasks.py
     with pytest.raises(SystemExit):
         main([*args, "--draws", "0"])
     assert "draws" in capsys.readouterr().err

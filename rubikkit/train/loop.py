@@ -71,6 +71,10 @@ class Selection:
     mode: str = "min"
     split: str = "val"
 
+    def __post_init__(self):
+        if self.mode not in ("min", "max", "last"):
+            raise ValueError(f"mode: expected 'min', 'max' or 'last', got {self.mode!r}")
+
     def better(self, value: float, best: float | None) -> bool:
         if self.mode == "last":
             return True
