@@ -673,9 +673,12 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
             want = planned.get("pretrain_by_variant", {}).get(key, want)
         if section == "finetune" and cfg.get("recipe_epochs") is not None:
             want = cfg["recipe_epochs"]
-        if want is not None and (s.get("epochs") != want or s.get("max_steps") is not None):
-            text += f" (reduced: the {'recipe' if section == 'finetune' else 'config'} has "
-            text += f"{want} epochs)"
+        source = "recipe" if section == "finetune" else "config"
+        epochs = s.get("epochs")
+        if want is not None and (s.get("max_steps") is not None or (epochs or 0) < want):
+            text += f" (reduced: the {source} has {want} epochs)"
+        elif want is not None and epochs != want:  # a longer run is no reduced one
+            text += f" (extended: the {source} has {want} epochs)"
         return text
 
     pt_text = None
@@ -1590,24 +1593,29 @@ def _protocol_parts(record: dict) -> tuple[str | None, str | None]:
 _CONFIGURED = "pre-train as configured"
 
 
+def _as_configured(pt: str) -> bool:
+    """Whether a pre-training budget is the config's (not reduced, not extended)."""
+    return "(reduced" not in pt and "(extended" not in pt
+
+
 def _configured_budgets(records: list[dict], parts: list[tuple]) -> dict[str, str]:
     """Pre-training budgets that are each method's configured one, mapped to a shared key.
 
     A config may give methods different budgets (``pretrain.epochs_by_method``: 5 epochs of tcpc
     cost what 10 of rubik do). Such records compare like with like, each method at its configured
-    budget, so they share a table. Reduced budgets keep their own; so does everything when one
-    row (method, variant, backbone, head) would mix budgets.
+    budget, so they share a table. Reduced and extended budgets keep their own; so does everything
+    when one row (method, variant, backbone, head) would mix budgets.
     """
     budget_of: dict[tuple, set] = {}
     for r, (_, pt) in zip(records, parts):
-        if pt is not None and "(reduced" not in pt:
+        if pt is not None and _as_configured(pt):
             row = (r["method"], r.get("variant"), r["backbone"], r["head"])
             budget_of.setdefault(row, set()).add(pt.split(",")[0])
     if any(len(b) > 1 for b in budget_of.values()):
         return {}
     keys = {}
     for _, pt in parts:
-        if pt is not None and "(reduced" not in pt:
+        if pt is not None and _as_configured(pt):
             _, sep, rest = pt.partition(",")
             keys[pt] = _CONFIGURED + sep + rest
     return keys

@@ -11,6 +11,7 @@ from rubikkit.cli import main as cli_main
 from rubikkit.experiments import (
     PAGE_BEGIN,
     PAGE_END,
+    _protocol,
     against_scratch,
     diagnose,
     load_config,
@@ -377,6 +378,10 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
     assert len(titles) == 3
     block = blocks[titles.index(reduced.replace(", pre-train", "; pre-train"))]
     assert "| scratch | vgg3d | classify | 0.700" in block and "tcpc" not in block
+    # So does an extended one: it is not the configured budget either.
+    extended = "fine-tune 100 epochs, pre-train 50 epochs (extended: the config has 10 epochs)"
+    titles, _ = titles_and_blocks(records + [rec("ordering", "classify", extended, 0.65)])
+    assert extended.replace(", pre-train", "; pre-train") in titles and len(titles) == 3
 
     # One row at two unreduced budgets (say, the config's epochs changed): split, never mixed.
     titles, _ = titles_and_blocks(records + [rec("rubik", "classify", records[3]["protocol"], 0.7)])
@@ -384,6 +389,21 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
         "fine-tune 100 epochs; pre-train 10 epochs",
         "fine-tune 100 epochs; pre-train 5 epochs",
     ]
+
+
+def test_protocol_says_reduced_only_for_a_smaller_budget():
+    cfg = {"recipe_epochs": 100, "pretrain": None}
+
+    def protocol(**settings):
+        return _protocol(cfg, {"kind": "finetune", "settings": settings}, None, {"finetune": 100})
+
+    assert protocol(epochs=100) == "fine-tune 100 epochs"
+    assert protocol(epochs=30) == "fine-tune 30 epochs (reduced: the recipe has 100 epochs)"
+    assert protocol(epochs=100, max_steps=5) == (
+        "fine-tune 100 epochs / max 5 steps (reduced: the recipe has 100 epochs)"
+    )
+    # More epochs than the recipe is no reduced run (`--epochs 300`), and says so.
+    assert protocol(epochs=300) == "fine-tune 300 epochs (extended: the recipe has 100 epochs)"
 
 
 def test_against_scratch_verdicts():
