@@ -400,7 +400,10 @@ def test_pretraining_without_validation_keeps_the_last_epoch(tmp_path):
     assert best["step"] == last["step"] == summary["steps"]
     _assert_same_state(best["model"], last["model"])
     assert not list((tmp_path / "run").glob(".*.tmp"))
-    with pytest.raises(ValueError, match="mode: expected"):
+
+
+def test_selection_rejects_an_unknown_mode():
+    with pytest.raises(ValueError, match="mode: expected 'min', 'max' or 'last', got 'latest'"):
         Selection(mode="latest")
 
 
