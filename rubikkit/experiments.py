@@ -1460,10 +1460,25 @@ _PROXY_METRICS = (
 CEILING_NOTED = 0.99
 #: ...when it accounts for at least this share of what the accuracy misses of 1.
 CEILING_SHARE = 1 / 3
-#: A proxy accuracy at most this many times its chance level counts as not learned.
+#: A proxy accuracy at most this many times its chance level counts as not learned...
 NEAR_CHANCE = 1.5
+#: ...and an ordering accuracy over recorded ``puzzles`` does when a one-sided binomial test
+#: against chance gives at least this p-value (the count, not the ratio, tells 3 of 139 from
+#: 300 of 13900).
+CHANCE_P = 0.05
 #: A proxy accuracy at or above this is "nearly solved"; a top_share at or above it, a collapse.
 SATURATED = 0.95
+
+
+def _at_chance(metric: str, runs: list[dict], chance: float) -> bool:
+    # See diagnose: a binomial test for orders over counted puzzles, else the ratio rule.
+    if metric == "order_acc" and all(v.get("puzzles") for v in runs):
+        from scipy.stats import binom
+
+        n = sum(int(v["puzzles"]) for v in runs)
+        hits = sum(round(v[metric] * v["puzzles"]) for v in runs)
+        return float(binom.sf(hits - 1, n, chance)) >= CHANCE_P
+    return max(v[metric] for v in runs) <= NEAR_CHANCE * chance
 
 
 def diagnose(records: list[dict]) -> list[str]:
@@ -1478,7 +1493,10 @@ def diagnose(records: list[dict]) -> list[str]:
       epoch: its ACC is that class's share of the split, whatever its AUC. Records made before
       ``top_share`` existed are counted apart.
     * A proxy accuracy within :data:`NEAR_CHANCE` times its chance level (``order_chance``,
-      ``rot_chance``, ``cpc_chance``) in every run was not learned.
+      ``rot_chance``, ``cpc_chance``) in every run was not learned. When every run records its
+      ``puzzles``, ``order_acc`` (one decision per puzzle) is tested instead: not learned when
+      the puzzles solved, pooled over the runs, are not above chance at the :data:`CHANCE_P`
+      level of a one-sided binomial test.
     * A proxy record with a ceiling below :data:`CEILING_NOTED` is read against that ceiling
       when the ceiling accounts for at least :data:`CEILING_SHARE` of what the accuracy misses
       of 1 (far below it, the ceiling explains nothing):
@@ -1524,7 +1542,7 @@ def diagnose(records: list[dict]) -> list[str]:
         ):
             chance = [v[chance_key] for v in runs if chance_key in v]
             vals = [v[m] for v in runs if m in v]
-            if chance and vals and max(vals) <= NEAR_CHANCE * max(chance):
+            if chance and vals and _at_chance(m, [v for v in runs if m in v], max(chance)):
                 lines.append(
                     f"{method} ({bb}) proxy {m} {_mean_sd(vals)[0]:.3f} (n={len(vals)}): at chance "
                     f"({max(chance):.3f}), not learned in these epochs"

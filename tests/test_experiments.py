@@ -620,6 +620,26 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     assert "Diagnostics:" in table and "nearly solved" in table
 
 
+def test_diagnose_tests_counted_puzzles_against_chance():
+    # With the puzzles counted, an ordering score is a count: 3 of 139 puzzles (twice the chance
+    # of K = 100) is what guessing gives, the same share of 13900 is not. Runs are pooled.
+    def rec(seed, acc, puzzles=None):
+        metrics = dict(order_acc=acc, order_chance=0.01, order_ceiling=1.0)
+        if puzzles:
+            metrics["puzzles"] = float(puzzles)
+        return dict(method="rubik", backbone="vgg3d", head="proxy", seed=seed, metrics=metrics)
+
+    stuck = "rubik (vgg3d) proxy order_acc 0.022 (n=1): at chance (0.010), not learned"
+    assert diagnose([rec(0, 3 / 139, 139)])[0].startswith(stuck)
+    assert diagnose([rec(0, 300 / 13900, 13900)]) == []
+    assert diagnose([rec(0, 3 / 139)]) == []  # no count: the ratio rule (2.2 > 1.5 x chance)
+    assert diagnose([rec(0, 0.0, 100), rec(1, 0.08, 100)]) == []
+    assert diagnose([rec(0, 0.0, 100), rec(1, 0.02, 100)])[0].endswith(
+        "0.010 (n=2): at chance (0.010), not learned in these epochs"
+    )
+    assert diagnose([rec(0, 0.014, 139), rec(1, 0.02)]) == []  # one run uncounted: ratio rule
+
+
 def test_methods_filter(tmp_path, capsys):
     cfg = validate_config(_cfg(seeds=[0, 1]))
     assert {e["method"] for e in plan_grid(cfg, methods=["scratch"])} == {"scratch"}
