@@ -1496,7 +1496,8 @@ def diagnose(records: list[dict]) -> list[str]:
       ``rot_chance``, ``cpc_chance``) in every run was not learned. When every run records its
       ``puzzles``, ``order_acc`` (one decision per puzzle) is tested instead: not learned when
       the puzzles solved, pooled over the runs, are not above chance at the :data:`CHANCE_P`
-      level of a one-sided binomial test.
+      level of a one-sided binomial test. Puzzles drawn several to a volume (``proxy_draws``)
+      are not independent, so there the test leans towards "learned".
     * A proxy record with a ceiling below :data:`CEILING_NOTED` is read against that ceiling
       when the ceiling accounts for at least :data:`CEILING_SHARE` of what the accuracy misses
       of 1 (far below it, the ceiling explains nothing):
