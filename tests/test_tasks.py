@@ -669,6 +669,31 @@ def test_template_probe_tells_fixed_orientation_from_random_orientation():
     assert get_task("ordering", n_perms=10, cube_size=6).template_probe(noise) == {
         "place_template_acc": got["place_template_acc"]
     }
+
+    # A split that can be walked twice is, keeping only the mean cubes; a generator, walked once,
+    # has its cubes kept. Both give the array's values.
+    class Split:
+        walks = 0
+
+        def __iter__(self):
+            Split.walks += 1
+            return iter(list(noise))
+
+    assert task.template_probe(Split()) == got and Split.walks == 2
+    assert task.template_probe(v for v in noise) == got
+    assert task.volume_stats(Split(), templates=True) == {**task.volume_stats(noise), **got}
+    assert Split.walks == 4  # the other statistics ride on the first walk
+
+    class Shrinking:  # a split that changes between the walks
+        def __init__(self):
+            self.left = len(noise) + 1
+
+        def __iter__(self):
+            self.left -= 1
+            return iter(list(noise[: self.left]))
+
+    with pytest.raises(ValueError, match="volumes: gave 12 volumes on the first walk and 11"):
+        task.template_probe(Shrinking())
     lone = task.template_probe(noise[:1])  # no other volume to take a mean over
     assert np.isnan(lone["place_template_acc"]) and np.isnan(lone["turn_template_acc"])
     two_sizes = [noise[0], noise[1, :, :12, :12, :12]]  # 7^3 and 5^3 cubes by the gap

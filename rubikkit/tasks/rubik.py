@@ -26,6 +26,7 @@ allows one of the two per cube); ``both_rotations=True`` adds 3 (both).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -282,12 +283,15 @@ class CubePuzzleTask(ProxyTask):
         cubes could. Each test is a nearest-mean rule with the means taken over the *other*
         volumes (leave-one-out), so it needs no training and no second split; a nonlinear model
         can see more, so values near chance say the cue is not in the means, not that no model
-        can learn it. Holds every evaluation cube in memory (float32).
+        can learn it. Volumes that can be walked twice (an array, a list, a dataset) are walked
+        twice, keeping only the M mean cubes; a one-shot iterator (a generator) has its
+        evaluation cubes kept in memory (float32) instead.
 
         Parameters
         ----------
         volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
             At least 2 volumes whose cubes have one shape (else the values are NaN).
+            Walked twice unless it is a one-shot iterator.
 
         Returns
         -------
@@ -309,13 +313,14 @@ class CubePuzzleTask(ProxyTask):
         Parameters
         ----------
         volumes : iterable of (C, D, H, W) arrays or tensors, or one (B, C, D, H, W) array
-            An iterable is walked once (a dataset's items are loaded once).
+            Walked once, and a second time for ``templates`` unless it is a one-shot iterator
+            (an :class:`~collections.abc.Iterator`, such as a generator), whose cubes are then kept.
         ceiling : bool
             Include :meth:`ceiling`'s values.
         turns : bool or None
             Include :meth:`turn_confusion`'s values; None: when the task turns cubes.
         templates : bool
-            Include :meth:`template_probe`'s values (keeps the cubes in memory).
+            Include :meth:`template_probe`'s values.
 
         Returns
         -------
@@ -328,14 +333,25 @@ class CubePuzzleTask(ProxyTask):
         perm_set, codes = self.perm_set, self.rotation_codes
         order, rot, constant, n_cubes, n = 0.0, 0.0, 0, 0, 0
         nearest, ratios = [], []
-        kept: list[np.ndarray] | None = []
+        # template_probe needs the split's sum of the cubes of each cell before it can measure
+        # any cube against the mean of the others: a second walk, or the cubes kept in memory.
+        one_shot = isinstance(volumes, Iterator)
+        sums: np.ndarray | None = None
+        same_shape = True
+        kept: list[np.ndarray] = []
         for cubes in self._evaluation_cubes(volumes):
             n += 1
             n_cubes += len(cubes)
-            if templates and kept is not None:
-                kept.append(np.stack(cubes).astype(np.float32))
-                if kept[-1].shape != kept[0].shape:  # no mean cube over cubes of other sizes
-                    kept = None
+            if templates and same_shape:
+                stack = np.stack(cubes).astype(np.float32)
+                if sums is None:
+                    sums = np.zeros(stack.shape, np.float64)
+                if stack.shape != sums.shape:  # no mean cube over cubes of other sizes
+                    same_shape, kept = False, []
+                else:
+                    sums += stack
+                    if one_shot:
+                        kept.append(stack)
             if ceiling:
                 ids: dict[bytes, int] = {}
                 classes = np.array([ids.setdefault(c.tobytes(), len(ids)) for c in cubes])
@@ -376,7 +392,11 @@ class CubePuzzleTask(ProxyTask):
             out.update(turn_mirror_nearest=float("nan"), turn_mirror_ratio=float("nan"),
                        turn_pairs=0)  # fmt: skip
         if templates:
-            out.update(self._template_accuracies(None if kept is None else np.stack(kept)))
+            if not same_shape:
+                sums = None
+            elif not one_shot:
+                kept = (np.stack(c).astype(np.float32) for c in self._evaluation_cubes(volumes))
+            out.update(self._template_accuracies(sums, n, kept))
         return out
 
     def _mirror_cell(self, m: int, code: int) -> int:
@@ -387,48 +407,56 @@ class CubePuzzleTask(ProxyTask):
         mirror = [g - 1 - c if a in axes else c for a, c in enumerate(cell)]
         return int(np.ravel_multi_index(mirror, (g, g, g)))
 
-    def _template_accuracies(self, stack: np.ndarray | None) -> dict[str, float]:
-        # stack: (N, M, C, d, h, w) float32 evaluation cubes, None when their shapes differ;
-        # see template_probe.
+    def _template_accuracies(self, sums: np.ndarray | None, n: int, stacks) -> dict[str, float]:
+        # sums: (M, C, d, h, w) float64 sum over the n volumes of each cell's evaluation cube,
+        # None when their shapes differ; stacks: the same n (M, C, d, h, w) float32 cubes again.
+        # See template_probe: every distance is to a mean without the volume's own cube.
         from rubikkit.ops import reference
 
         out = {"place_template_acc": float("nan")}
         if self.rotation:
             out["turn_template_acc"] = float("nan")
-        if stack is None or len(stack) < 2:
+        if sums is None or n < 2:
             return out
-        n, m_cubes = stack.shape[:2]
+        m_cubes = len(sums)
+        flat_sums = sums.reshape(m_cubes, -1)
+        # Each cell and turn that sends it elsewhere: the cell j whose turned cubes it is to be
+        # told from, and the sum of those turned cubes (a turn only moves voxels, so the sum of
+        # the turned cubes is the turned sum).
+        pairs = [
+            (m, code, j, reference.rotate_cube(sums[j], code).reshape(-1))
+            for m in range(m_cubes)
+            for code in (self.rotation_codes[1:] if self.rotation else ())
+            if (j := self._mirror_cell(m, code)) != m
+        ]
 
-        def to_mean(x, rows, total):
-            # Mean squared distance of each row of x to the mean of ``rows`` (whose sum is
-            # ``total``) without the row of the same volume: leave-one-out.
-            return ((x - (total - rows) / (n - 1)) ** 2).mean(axis=-1)
+        def to_mean(x, own, total):
+            # Mean squared distance of x to the mean of the other n - 1 volumes' cubes whose
+            # sum over all n is ``total`` and whose cube of this volume is ``own``.
+            return float(((x - (total - own) / (n - 1)) ** 2).mean())
 
-        flat = stack.reshape(n, m_cubes, -1)
-        sums = flat.sum(axis=0, dtype=np.float64)
-        hits = 0
-        for v in range(n):
-            x = flat[v].astype(np.float64)
-            means = (sums - x) / (n - 1)
+        place_hits, turn_hits, seen = 0, 0, 0
+        for stack in stacks:
+            x = stack.reshape(m_cubes, -1).astype(np.float64)
+            means = (flat_sums - x) / (n - 1)
             dist = ((x[:, None, :] - means[None]) ** 2).mean(axis=-1)
-            hits += int((dist.argmin(axis=1) == np.arange(m_cubes)).sum())
-        out["place_template_acc"] = hits / (n * m_cubes)
-        if not self.rotation:
-            return out
-        trials = []
-        for m in range(m_cubes):
-            plain = flat[:, m].astype(np.float64)
-            s_plain = plain.sum(axis=0)
-            for code in self.rotation_codes[1:]:
-                j = self._mirror_cell(m, code)
-                if j == m:  # the turn keeps the cube in its cell: no other place to mistake
-                    continue
-                turned = reference.rotate_cube(stack[:, j], code).reshape(n, -1).astype(np.float64)
-                s_turned = turned.sum(axis=0)
-                trials.append(to_mean(plain, plain, s_plain) < to_mean(plain, turned, s_turned))
-                trials.append(to_mean(turned, turned, s_turned) < to_mean(turned, plain, s_plain))
-        if trials:
-            out["turn_template_acc"] = float(np.concatenate(trials).mean())
+            place_hits += int((dist.argmin(axis=1) == np.arange(m_cubes)).sum())
+            seen += 1
+            for m, code, j, s_turned in pairs:
+                plain = x[m]
+                turned = np.ascontiguousarray(reference.rotate_cube(stack[j], code))
+                turned = turned.reshape(-1).astype(np.float64)
+                turn_hits += to_mean(plain, plain, flat_sums[m]) < to_mean(plain, turned, s_turned)
+                turn_hits += to_mean(turned, turned, s_turned) < to_mean(
+                    turned, plain, flat_sums[m]
+                )
+        if seen != n:
+            raise ValueError(
+                f"volumes: gave {n} volumes on the first walk and {seen} on the second"
+            )
+        out["place_template_acc"] = place_hits / (n * m_cubes)
+        if pairs:
+            out["turn_template_acc"] = turn_hits / (2 * n * len(pairs))
         return out
 
     def _evaluation_cubes(self, volumes):

@@ -5,12 +5,13 @@ pre-training checkpoint gives the proxy metrics (e.g. ordering and rotation accu
 Table 1 of Zhuang et al. 2019) and, for the cube puzzles, their ceilings on the split (the best any
 model can do when rotations or swaps leave the cubes unchanged) and, with turns, how much a turned
 cube looks like another place's cube and whether the split's mean cubes tell places and turns apart,
-all from one pass over the split (:meth:`rubikkit.tasks.rubik.CubePuzzleTask.volume_stats`). A
-binary classifier scored on its own data set, away from the validation split it was selected on,
-also gets ``acc_val_thr``: its accuracy when the cut on the class-1 probability is chosen on that
-validation split (``val_thr``, :func:`rubikkit.train.metrics.validation_threshold`) instead of the
-softmax's 0.5. The model is rebuilt from the checkpoint's config and loaded strictly. Runs in one
-process (under ``torchrun`` every rank would score the same split).
+all from one pass over the split and a second for the mean cubes
+(:meth:`rubikkit.tasks.rubik.CubePuzzleTask.volume_stats`). A binary classifier scored on its own
+data set, away from the validation split it was selected on, also gets ``acc_val_thr``: its accuracy
+when the cut on the class-1 probability is chosen on that validation split (``val_thr``,
+:func:`rubikkit.train.metrics.validation_threshold`) instead of the softmax's 0.5. The model is
+rebuilt from the checkpoint's config and loaded strictly. Runs in one process (under ``torchrun``
+every rank would score the same split).
 """
 
 from __future__ import annotations
@@ -25,6 +26,16 @@ from rubikkit.train.loop import write_json
 from rubikkit.train.runs import git_commit, open_split, options_dict, resolve_amp
 
 __all__ = ["evaluate", "load_model"]
+
+
+class _Images:
+    """The ``image`` of each item of a dataset, as an iterable that can be walked more than once."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        return (self.dataset[i]["image"] for i in range(len(self.dataset)))
 
 
 def load_model(checkpoint, device="cpu"):
@@ -154,7 +165,7 @@ def evaluate(
         if hasattr(task, "volume_stats"):  # cube puzzles: what the volumes allow any model,
             # how much a turned cube looks like another place's (centred lesions) and whether the
             # split's mean cubes tell places and turns apart
-            metrics.update(task.volume_stats((it["image"] for it in dataset), templates=True))
+            metrics.update(task.volume_stats(_Images(dataset), templates=True))
         method = cfg["task"]
     else:
         if len(dataset.class_names) != int(cfg["n_classes"]):
