@@ -1112,6 +1112,11 @@ def _budget_text(proxy: bool, epochs, pretrain_epochs) -> str:
     return f"{_num(epochs)} fine-tuning epochs after {_num(pretrain_epochs)} pre-training epochs"
 
 
+def _budget_order(budget: tuple) -> list:
+    # Budgets in numeric order (50 epochs before 100), unknown (None) last.
+    return [(x is None, x if isinstance(x, (int, float)) else 0) for x in budget]
+
+
 def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     """Markdown for one experiment: a table per protocol, our runs beside published numbers.
 
@@ -1138,6 +1143,13 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
                 for label in _labels(m, pt):
                     for bb in cfg["backbones"]:
                         planned.append((label, bb, "proxy"))
+    # A lever of the epochs has no run at a reduced or extended budget (the override replaces it).
+    epoch_levers = {
+        method_label(m, v["name"])
+        for m, vs in ((pt or {}).get("variants") or {}).items()
+        for v in vs
+        if "epochs" in v
+    }
     out = []
     for proto, recs in _protocol_groups(records):
         rows = summarise(recs)
@@ -1146,7 +1158,9 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             if r["label_fraction"] not in fr:
                 fr.append(r["label_fraction"])
         fr = sorted(set(fr), key=lambda x: (x is None, x if x is not None else 0))
-        settings = list(planned)
+        settings = [
+            s for s in planned if proto is None or _as_configured(proto) or s[0] not in epoch_levers
+        ]
         for r in rows:
             key = (method_label(r["method"], r["variant"]), r["backbone"], r["head"])
             if key not in settings:
@@ -1166,7 +1180,7 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         )
         budgets = sorted(
             {(r["head"] == "proxy", r.get("epochs"), r.get("pretrain_epochs")) for r in recs},
-            key=str,
+            key=_budget_order,
         )
         out.append(f"**{name}**" + (f" — {proto}" if proto else " — no runs yet"))
         out.append("")
@@ -1652,8 +1666,14 @@ def _configured_title(pt: str, members: list[dict]) -> str:
             by_budget.setdefault(budget, set()).add((order.get(r["method"], len(order)), label))
     if len(by_budget) == 1:
         return "pre-train " + next(iter(by_budget)) + pt[len(_CONFIGURED) :]
+
+    def first_number(budget: str):
+        head = budget.split(" ")[0]
+        return (0, float(head), budget) if head.replace(".", "", 1).isdigit() else (1, 0.0, budget)
+
     listed = ", ".join(
-        f"{b} ({', '.join(label for _, label in sorted(rows))})" for b, rows in by_budget.items()
+        f"{b} ({', '.join(label for _, label in sorted(rows))})"
+        for b, rows in sorted(by_budget.items(), key=lambda kv: first_number(kv[0]))
     )
     return f"{_CONFIGURED}: {listed}" + pt[len(_CONFIGURED) :]
 

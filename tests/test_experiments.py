@@ -362,10 +362,11 @@ def test_tables_put_scratch_beside_each_pretraining_budget():
         blocks = render_tables(records).split("**tiny** — ")[1:]
         return [b.splitlines()[0] for b in blocks], blocks
 
-    # Each method at its configured budget (10 epochs of rubik, 5 of tcpc): one table.
+    # Each method at its configured budget (10 epochs of rubik, 5 of tcpc): one table, the
+    # budgets in numeric order.
     titles, blocks = titles_and_blocks(records)
     assert titles == [
-        "fine-tune 100 epochs; pre-train as configured: 10 epochs (rubik), 5 epochs (tcpc)",
+        "fine-tune 100 epochs; pre-train as configured: 5 epochs (tcpc), 10 epochs (rubik)",
         "fine-tune 1 epochs (reduced: the recipe has 100 epochs)",
     ]
     assert "| scratch | vgg3d | classify | 0.700" in blocks[0] and "tcpc" in blocks[0]
@@ -785,3 +786,37 @@ def test_table_marks_published_rows_and_page_block(tmp_path):
     assert "second" in text and "first" not in text and text.startswith("# Results")
     body = render_page([tmp_path / "none.jsonl"], config_dir=REPO / "experiments")
     assert "adrenal28_scratch_resnet18" in body
+
+
+def test_tables_list_the_budgets_in_numeric_order():
+    def rec(method, epochs, protocol):
+        return dict(method=method, backbone="vgg3d", head="proxy", label_fraction=None, seed=0,
+                    metrics={"order_acc": 0.5}, protocol=protocol, device="cpu", epochs=epochs,
+                    pretrain_epochs=epochs, experiment="tiny", variant=None)  # fmt: skip
+
+    records = [
+        rec("rubik", 100.0, "pre-train 100 epochs"),
+        rec("ordering", 50.0, "pre-train 50 epochs"),
+    ]
+    records[0]["variant"] = "epochs=100"
+    text = render_tables(records)
+    assert "pre-train as configured: 50 epochs (ordering), 100 epochs (rubik [epochs=100])" in text
+    assert "trained: 50 pre-training epochs (proxy scores); 100 pre-training epochs" in text
+
+
+def test_an_epochs_lever_has_no_row_in_a_reduced_table():
+    cfg = load_config(REPO / "experiments" / "proxy_lidc.json")
+
+    def rec(variant, protocol, epochs):
+        return dict(method="rubik", variant=variant, backbone="vgg3d", head="proxy",
+                    label_fraction=None, seed=0, metrics={"order_acc": 0.5}, protocol=protocol,
+                    device="cpu", epochs=epochs, pretrain_epochs=epochs,
+                    experiment="proxy_lidc")  # fmt: skip
+
+    reduced = "pre-train 2 epochs (reduced: the config has 50 epochs)"
+    text = render_tables([rec(None, reduced, 2.0)], cfg)
+    assert "| rubik | vgg3d | proxy | 0.500 (n=1)" in text
+    assert "| ordering | vgg3d | proxy | – |" in text  # a planned setting stays visibly missing
+    assert "rubik [epochs=100]" not in text  # ... but the 100-epoch lever is no setting at 2 epochs
+    text = render_tables([rec(None, "pre-train 50 epochs", 50.0)], cfg)
+    assert "| rubik [epochs=100] | vgg3d | proxy | – |" in text
