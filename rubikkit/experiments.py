@@ -1113,7 +1113,7 @@ def _budget_text(proxy: bool, epochs, pretrain_epochs) -> str:
 
 
 def _budget_order(budget: tuple) -> list:
-    # Budgets in numeric order (50 epochs before 100), unknown (None) last.
+    # Budgets (or label fractions) in numeric order (50 epochs before 100), unknown (None) last.
     return [(x is None, x if isinstance(x, (int, float)) else 0) for x in budget]
 
 
@@ -1157,10 +1157,9 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         for r in rows:
             if r["label_fraction"] not in fr:
                 fr.append(r["label_fraction"])
-        fr = sorted(set(fr), key=lambda x: (x is None, x if x is not None else 0))
-        settings = [
-            s for s in planned if proto is None or _as_configured(proto) or s[0] not in epoch_levers
-        ]
+        fr = sorted(set(fr), key=lambda x: _budget_order((x,)))
+        pt_budget = (proto or "").partition("pre-train ")[2]
+        settings = [s for s in planned if _as_configured(pt_budget) or s[0] not in epoch_levers]
         for r in rows:
             key = (method_label(r["method"], r["variant"]), r["backbone"], r["head"])
             if key not in settings:
@@ -1654,8 +1653,17 @@ def _configured_budgets(records: list[dict], parts: list[tuple]) -> dict[str, st
     return keys
 
 
+def _leading_number(text: str) -> tuple:
+    # "5 epochs" before "10 epochs"; text that starts with no number last.
+    head = text.split(" ")[0]
+    try:
+        return (0, float(head), text)
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def _configured_title(pt: str, members: list[dict]) -> str:
-    """'pre-train as configured: 10 epochs (rubik, ordering), 5 epochs (tcpc), ...'."""
+    """'pre-train as configured: 5 epochs (tcpc), 10 epochs (rubik, ordering), ...'."""
     order = {m: i for i, m in enumerate(METHODS)}
     by_budget: dict[str, set] = {}
     for r in members:
@@ -1666,14 +1674,9 @@ def _configured_title(pt: str, members: list[dict]) -> str:
             by_budget.setdefault(budget, set()).add((order.get(r["method"], len(order)), label))
     if len(by_budget) == 1:
         return "pre-train " + next(iter(by_budget)) + pt[len(_CONFIGURED) :]
-
-    def first_number(budget: str):
-        head = budget.split(" ")[0]
-        return (0, float(head), budget) if head.replace(".", "", 1).isdigit() else (1, 0.0, budget)
-
     listed = ", ".join(
-        f"{b} ({', '.join(label for _, label in sorted(rows))})"
-        for b, rows in sorted(by_budget.items(), key=lambda kv: first_number(kv[0]))
+        f"{b} ({', '.join(label for _, label in sorted(by_budget[b]))})"
+        for b in sorted(by_budget, key=_leading_number)
     )
     return f"{_CONFIGURED}: {listed}" + pt[len(_CONFIGURED) :]
 

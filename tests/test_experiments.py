@@ -820,3 +820,10 @@ def test_an_epochs_lever_has_no_row_in_a_reduced_table():
     assert "rubik [epochs=100]" not in text  # ... but the 100-epoch lever is no setting at 2 epochs
     text = render_tables([rec(None, "pre-train 50 epochs", 50.0)], cfg)
     assert "| rubik [epochs=100] | vgg3d | proxy | – |" in text
+
+    # A reduced fine-tuning does not touch the pre-training: its table keeps the epochs lever.
+    cfg = load_config(REPO / "experiments" / "adrenal28_ssl_cpu.json")
+    scratch = dict(rec(None, "fine-tune 1 epochs (reduced: the recipe has 100 epochs)", 1.0),
+                   method="scratch", head="classify", label_fraction=0.1, pretrain_epochs=None,
+                   metrics={"auc": 0.5}, experiment="adrenal28_ssl_cpu")  # fmt: skip
+    assert "| rubik [epochs=30] | resnet18 | classify | –" in render_tables([scratch], cfg)
