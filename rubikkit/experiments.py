@@ -652,6 +652,17 @@ def _variant(pt: dict, method: str, name: str | None) -> dict | None:
     return next((v for v in pt["variants"].get(method, []) if v["name"] == name), None)
 
 
+def _needed(entry: dict, plan: list[dict], done: set[tuple[str, str]]) -> bool:
+    """Whether ``entry`` has to run: a scored run lacks its record, or a pre-training has a
+    proxy or fine-tuning run (``init`` pointing at it) that lacks one. The dry run and the real
+    run both decide by this, so ``--dry-run`` lists what a run would start."""
+    if entry["kind"] != "pretrain":
+        return (entry["run"], entry["config_hash"]) not in done
+    return any(
+        d.get("init") == entry["run"] and (d["run"], d["config_hash"]) not in done for d in plan
+    )
+
+
 def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -> str:
     """The training budget of a record, saying when it is less than the config's (or recipe's).
 
@@ -804,9 +815,7 @@ def run_experiment(
     done = _existing(records_path)
     if dry_run:
         for e in plan:
-            scored = e["kind"] != "pretrain"
-            have = scored and (e["run"], e["config_hash"]) in done
-            e["status"] = "skipped" if have else "planned"
+            e["status"] = "planned" if _needed(e, plan, done) else "skipped"
             log(f"{e['status']:8s} {e['kind']:8s} {e['run']}")
         return plan
 
@@ -822,21 +831,11 @@ def run_experiment(
         e["status"] = "planned"
     with _data_root(root):
         for e in plan:
-            scored = e["kind"] != "pretrain"
-            if scored and (e["run"], e["config_hash"]) in done:
+            if not _needed(e, plan, done):
                 e["status"] = "skipped"
-                log(f"skip     {e['kind']:8s} {e['run']} (record exists)")
+                why = "record exists" if e["kind"] != "pretrain" else "its runs have records"
+                log(f"skip     {e['kind']:8s} {e['run']} ({why})")
                 continue
-            if e["kind"] == "pretrain":
-                # Needed only when one of its proxy or fine-tuning runs lacks a record.
-                dependants = [
-                    d
-                    for d in plan
-                    if d.get("init") == e["run"] and (d["run"], d["config_hash"]) not in done
-                ]
-                if not dependants:
-                    e["status"] = "skipped"
-                    continue
             if time_budget is not None and time.perf_counter() - started > time_budget:
                 left = sum(d["status"] == "planned" for d in plan)
                 log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")

@@ -733,10 +733,15 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     again = run_experiment(cfg, **kw)
     assert [e["status"] for e in again] == ["skipped"] * 4
     assert len(load_records(path)) == 3
+    # The dry run decides as the run does: a pre-training whose runs all have records is skipped.
+    listed = run_experiment(cfg, dry_run=True, **kw)
+    assert [e["status"] for e in listed] == [e["status"] for e in again]
 
     # Records lost, run folders kept: the finished fine-tunings are scored again, not retrained,
     # and wall_s still counts their training time (from the run folder), not just this evaluation.
     path.unlink()
+    listed = run_experiment(cfg, dry_run=True, **kw)
+    assert [e["status"] for e in listed] == ["planned"] * 4
     run_experiment(cfg, **kw)
     rescored = {r["method"]: r for r in load_records(path) if r["head"] == "classify"}
     for method, rec in rescored.items():
