@@ -33,7 +33,10 @@ need another budget, ``seed``: null for one pre-training per seed, or an int for
 with that seed shared by every fine-tuning seed, ``variants`` {method: list of variants}, see
 below), ``finetune`` (section or null: ``methods``,
 ``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
-``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``), ``workers`` (int).
+``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``, ``variants``
+{method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
+these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
+a method not listed fine-tunes all of its pre-trainings), ``workers`` (int).
 
 Variants (levers)
 -----------------
@@ -143,6 +146,7 @@ _FINETUNE_FIELDS = {
     "augment": (str, type(None)),
     "dropout": (int, float),
     "val_split": (str, type(None)),
+    "variants": dict,
 }
 _REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
 
@@ -295,6 +299,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
                 raise ValueError(
                     f"finetune.methods: {m!r} needs a pre-training run; add it to pretrain.methods"
                 )
+        ft["variants"] = _check_finetuned(ft.get("variants", {}), ft["methods"], pt)
         for h in ft["heads"]:
             if h not in HEADS:
                 raise ValueError(f"finetune.heads: unknown head {h!r}; expected one of {HEADS}")
@@ -366,6 +371,33 @@ def _check_variants(variants: dict, methods: list[str], shared_seed) -> dict[str
             raise ValueError(f"{where}: two variants share a name ({', '.join(names)})")
         out[m] = checked
     return out
+
+
+def _check_finetuned(chosen: dict, methods: list[str], pt: dict | None) -> dict[str, list[str]]:
+    # finetune.variants: which pre-trainings of a method are fine-tuned (names, "default").
+    out = {}
+    for m, names in chosen.items():
+        where = f"finetune.variants.{m}"
+        if m == "scratch" or m not in methods:
+            raise ValueError(
+                f"finetune.variants: {m!r} is not a pre-trained method of finetune.methods"
+            )
+        known = [DEFAULT_VARIANT] + [v["name"] for v in pt["variants"].get(m, [])]
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"{where}: expected a non-empty list of names from {known}")
+        for name in names:
+            if name not in known:
+                raise ValueError(f"{where}: {name!r} is not a pre-training of {m}: {known}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: a name is listed twice")
+        out[m] = list(names)
+    return out
+
+
+def _finetuned(cfg: dict, method: str, variant: str | None) -> bool:
+    """Whether ``finetune.variants`` lets the pre-training ``variant`` of ``method`` be fine-tuned."""
+    chosen = ((cfg.get("finetune") or {}).get("variants") or {}).get(method)
+    return chosen is None or (variant or DEFAULT_VARIANT) in chosen
 
 
 def load_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -456,7 +488,7 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
 
 def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=None) -> list[dict]:
     ft = cfg["finetune"]
-    if ft is None or method not in ft["methods"]:
+    if ft is None or method not in ft["methods"] or not _finetuned(cfg, method, variant):
         return []
     tag = method if variant is None else f"{method}-{variant}"
     entries = []
@@ -783,9 +815,14 @@ def run_experiment(
                 cfg[section]["epochs_by_method"] = {}
                 # A variant that only changed the epochs is the configured run now: drop it.
                 levers = cfg[section].get("variants", {})
+                chosen = (cfg["finetune"] or {}).get("variants", {})
                 for m, vs in list(levers.items()):
                     vs = [{k: x for k, x in v.items() if k != "epochs"} for v in vs]
                     levers[m] = [v for v in vs if set(v) - {"name"}]
+                    kept = {v["name"] for v in levers[m]}
+                    if m in chosen:  # a dropped lever is fine-tuned as the configured run
+                        names = [n if n in kept else DEFAULT_VARIANT for n in chosen[m]]
+                        chosen[m] = list(dict.fromkeys(names))
                     if not levers[m]:
                         del levers[m]
     if max_steps is not None:
@@ -1092,10 +1129,14 @@ def _lf_label(lf) -> str:
     return "proxy" if lf is None else f"{lf:g}"
 
 
-def _labels(method: str, pt: dict | None) -> list[str]:
-    # The row labels of a method: itself, then its variants (levers) in config order.
+def _labels(method: str, pt: dict | None, finetuned: dict | None = None) -> list[str]:
+    # The row labels of a method: itself, then its variants (levers) in config order; with
+    # ``finetuned`` (the config) only the pre-trainings its fine-tuning section takes.
     variants = (pt or {}).get("variants", {}).get(method, []) if method != "scratch" else []
-    return [method] + [method_label(method, v["name"]) for v in variants]
+    names = [None] + [v["name"] for v in variants]
+    if finetuned is not None:
+        names = [n for n in names if _finetuned(finetuned, method, n)]
+    return [method if n is None else method_label(method, n) for n in names]
 
 
 def _num(x) -> str:
@@ -1132,7 +1173,7 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         if ft:
             fractions += [float(f) for f in ft["label_fractions"]]
             for m in ft["methods"]:
-                for label in _labels(m, pt):
+                for label in _labels(m, pt, cfg):
                     for bb in cfg["backbones"]:
                         for h in ft["heads"]:
                             planned.append((label, bb, h))

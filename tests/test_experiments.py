@@ -281,6 +281,51 @@ def test_variant_errors_name_the_field(variants, match):
         validate_config(_cfg(pretrain__variants=variants))
 
 
+def test_finetune_variants_choose_the_pretrainings_to_fine_tune():
+    levers = [{"task_options": {"n_perms": 3}}, {"epochs": 2, "name": "long"}]
+    cfg = validate_config(_cfg(pretrain__variants={"rubik": levers},
+                               finetune__variants={"rubik": ["n_perms=3"]}))  # fmt: skip
+    all_levers = validate_config(_cfg(pretrain__variants={"rubik": levers}))
+    every = {e["run"]: e for e in plan_grid(all_levers)}
+    plan = plan_grid(cfg)
+    fine = sorted(e["run"] for e in plan if e["kind"] == "finetune")
+    assert fine == ["s0/vgg3d/ft-rubik-n_perms=3-classify-lf1", "s0/vgg3d/ft-scratch-classify-lf1"]
+    # Every pre-training and proxy score stays; the chosen runs keep their ids and hashes.
+    assert sum(e["kind"] == "proxy" for e in plan) == 3
+    for e in plan:
+        assert every[e["run"]]["config_hash"] == e["config_hash"]
+    # The table plans rows only for what is fine-tuned.
+    text = render_tables([], cfg)
+    assert "| rubik [n_perms=3] | vgg3d | classify | – |" in text
+    assert "| rubik | vgg3d | classify |" not in text
+    assert "| rubik [long] | vgg3d | classify |" not in text
+    assert "| rubik [long] | vgg3d | proxy | – |" in text
+    # --pretrain-epochs makes an epochs lever the configured run: it is fine-tuned as "default".
+    long = validate_config(_cfg(pretrain__variants={"rubik": levers},
+                                finetune__variants={"rubik": ["long"]}))  # fmt: skip
+    plan = run_experiment(long, pretrain_epochs=1, dry_run=True, log=lambda *a: None)
+    assert [e["run"] for e in plan if e["kind"] == "finetune" and e["method"] == "rubik"] == [
+        "s0/vgg3d/ft-rubik-classify-lf1"
+    ]
+
+
+@pytest.mark.parametrize(
+    "chosen, match",
+    [
+        ({"scratch": ["default"]}, "finetune.variants: 'scratch' is not a pre-trained method"),
+        ({"ordering": ["default"]}, "finetune.variants: 'ordering' is not a pre-trained method"),
+        ({"rubik": []}, "finetune.variants.rubik: expected a non-empty list"),
+        ({"rubik": "default"}, "finetune.variants.rubik: expected a non-empty list"),
+        ({"rubik": ["k=9"]}, "finetune.variants.rubik: 'k=9' is not a pre-training of rubik"),
+        ({"rubik": ["default", "default"]}, "finetune.variants.rubik: a name is listed twice"),
+        ([], "finetune.variants: expected dict"),
+    ],
+)
+def test_finetune_variant_errors_name_the_field(chosen, match):
+    with pytest.raises(ValueError, match=match):
+        validate_config(_cfg(finetune__variants=chosen))
+
+
 def test_variant_seed_repeats_the_shared_pretraining():
     cfg = validate_config(
         _cfg(seeds=[0, 1], pretrain__seed=0, pretrain__variants={"rubik": [{"seed": 3}]})
@@ -820,11 +865,12 @@ def test_an_epochs_lever_has_no_row_in_a_reduced_table():
 
     reduced = "pre-train 2 epochs (reduced: the config has 50 epochs)"
     text = render_tables([rec(None, reduced, 2.0)], cfg)
-    assert "| rubik | vgg3d | proxy | 0.500 (n=1)" in text
-    assert "| ordering | vgg3d | proxy | – |" in text  # a planned setting stays visibly missing
+    assert "| rubik | vgg3d | proxy | – | – | – | 0.500 (n=1)" in text
+    # A planned setting stays visibly missing ...
+    assert "| ordering | vgg3d | proxy | – | – | – | – |" in text
     assert "rubik [epochs=100]" not in text  # ... but the 100-epoch lever is no setting at 2 epochs
     text = render_tables([rec(None, "pre-train 50 epochs", 50.0)], cfg)
-    assert "| rubik [epochs=100] | vgg3d | proxy | – |" in text
+    assert "| rubik [epochs=100] | vgg3d | proxy | – | – | – | – |" in text
 
     # A reduced fine-tuning does not touch the pre-training: its table keeps the epochs lever.
     cfg = load_config(REPO / "experiments" / "adrenal28_ssl_cpu.json")
