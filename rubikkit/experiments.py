@@ -176,14 +176,15 @@ def _check_fields(obj: dict, fields: dict, where: str) -> None:
             )
 
 
-def _check_methods(methods, where: str, allowed) -> list[str]:
-    if not methods:
-        raise ValueError(f"{where}: expected a non-empty list of methods")
+def _check_methods(methods, where: str, allowed, noun: str = "method") -> list[str]:
+    """A non-empty list of distinct members of ``allowed`` (methods, or pre-training names)."""
+    if not isinstance(methods, list) or not methods:
+        raise ValueError(f"{where}: expected a non-empty list of {noun}s")
     for m in methods:
         if m not in allowed:
-            raise ValueError(f"{where}: unknown method {m!r}; expected one of {tuple(allowed)}")
+            raise ValueError(f"{where}: unknown {noun} {m!r}; expected one of {tuple(allowed)}")
     if len(set(methods)) != len(methods):
-        raise ValueError(f"{where}: a method is listed twice")
+        raise ValueError(f"{where}: a {noun} is listed twice")
     return list(methods)
 
 
@@ -377,20 +378,12 @@ def _check_finetuned(chosen: dict, methods: list[str], pt: dict | None) -> dict[
     # finetune.variants: which pre-trainings of a method are fine-tuned (names, "default").
     out = {}
     for m, names in chosen.items():
-        where = f"finetune.variants.{m}"
         if m == "scratch" or m not in methods:
             raise ValueError(
                 f"finetune.variants: {m!r} is not a pre-trained method of finetune.methods"
             )
         known = [DEFAULT_VARIANT] + [v["name"] for v in pt["variants"].get(m, [])]
-        if not isinstance(names, list) or not names:
-            raise ValueError(f"{where}: expected a non-empty list of names from {known}")
-        for name in names:
-            if name not in known:
-                raise ValueError(f"{where}: {name!r} is not a pre-training of {m}: {known}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"{where}: a name is listed twice")
-        out[m] = list(names)
+        out[m] = _check_methods(names, f"finetune.variants.{m}", known, "pre-training")
     return out
 
 

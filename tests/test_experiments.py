@@ -314,10 +314,10 @@ def test_finetune_variants_choose_the_pretrainings_to_fine_tune():
     [
         ({"scratch": ["default"]}, "finetune.variants: 'scratch' is not a pre-trained method"),
         ({"ordering": ["default"]}, "finetune.variants: 'ordering' is not a pre-trained method"),
-        ({"rubik": []}, "finetune.variants.rubik: expected a non-empty list"),
+        ({"rubik": []}, "finetune.variants.rubik: expected a non-empty list of pre-trainings"),
         ({"rubik": "default"}, "finetune.variants.rubik: expected a non-empty list"),
-        ({"rubik": ["k=9"]}, "finetune.variants.rubik: 'k=9' is not a pre-training of rubik"),
-        ({"rubik": ["default", "default"]}, "finetune.variants.rubik: a name is listed twice"),
+        ({"rubik": ["k=9"]}, r"rubik: unknown pre-training 'k=9'; expected one of \('default',\)"),
+        ({"rubik": ["default", "default"]}, "rubik: a pre-training is listed twice"),
         ([], "finetune.variants: expected dict"),
     ],
 )
