@@ -10,7 +10,9 @@ a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_optio
 ``selected_epoch``, ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
 whose record
 (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
-where it stopped (an interrupted run folder is resumed from its ``last.pt``).
+where it stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that
+another experiment in the same runs folder finished with the same settings is taken over (its
+checkpoints linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
 
 ``rubikkit experiment table results/*.jsonl`` renders the records as markdown tables, one per
 experiment and protocol (the real epochs of the runs), our mean ± sd over seeds beside the
@@ -78,6 +80,7 @@ __all__ = [
     "render_page",
     "render_tables",
     "run_experiment",
+    "same_pretraining",
     "weights_digest",
 ]
 
@@ -746,6 +749,7 @@ def run_experiment(
     max_steps: int | None = None,
     time_budget: float | None = None,
     keep_last: bool = False,
+    reuse: bool = True,
     progress: bool = True,
     log=print,
 ) -> list[dict]:
@@ -783,6 +787,12 @@ def run_experiment(
         scored: the record scores ``best.pt``, and a grid of 3D ResNet-18 fine-tunings would
         otherwise keep two checkpoints of hundreds of MB (weights and Adam state) per run.
         Pre-training runs keep theirs.
+    reuse : bool
+        Take a pre-training that another experiment under ``runs_dir`` already finished with the
+        same settings (:func:`same_pretraining`) instead of training it again: its checkpoints are
+        hard-linked into this grid's run folder (copied where links are not possible), which
+        notes the source in ``adopted_from.txt``, and the records' ``init_digest`` equals the
+        source's. A run folder with a ``last.pt`` of its own is resumed instead.
 
     Returns
     -------
@@ -843,10 +853,19 @@ def run_experiment(
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
     done = _existing(records_path)
+
+    def source_of(e):  # a finished pre-training of another experiment to take, or None
+        out = run_root / e["run"]
+        if not reuse or _finished(out) or (out / "last.pt").exists():
+            return None
+        return same_pretraining(run_root.parent, e["config_hash"], exclude=out)
+
     if dry_run:
         for e in plan:
             e["status"] = "planned" if _needed(e, plan, done) else "skipped"
-            log(f"{e['status']:8s} {e['kind']:8s} {e['run']}")
+            source = source_of(e) if e["kind"] == "pretrain" and e["status"] == "planned" else None
+            note = "" if source is None else f" (reuses {source})"
+            log(f"{e['status']:8s} {e['kind']:8s} {e['run']}{note}")
         return plan
 
     root = data_root if data_root is not None else _default_data_root()
@@ -870,11 +889,17 @@ def run_experiment(
                 left = sum(d["status"] == "planned" for d in plan)
                 log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
                 break
-            log(f"run      {e['kind']:8s} {e['run']}")
             out = run_root / e["run"]
+            source = source_of(e) if e["kind"] == "pretrain" else None
+            if source is None:
+                log(f"run      {e['kind']:8s} {e['run']}")
+            else:
+                log(f"reuse    {e['kind']:8s} {e['run']} from {source} (the same settings)")
             t0 = time.perf_counter()
             if e["kind"] == "pretrain":
-                pretrained[e["run"]] = _run_pretrain(cfg, e, out, run_root, device, progress)
+                pretrained[e["run"]] = _run_pretrain(
+                    cfg, e, out, run_root, device, progress, source=source
+                )
                 e["status"] = "done"
                 continue
             pt_summary = pretrained.get(e["init"]) if e["init"] else None
@@ -996,9 +1021,62 @@ def _finished(out: Path) -> bool:
     return (out / "metrics.json").exists() and (out / "best.pt").exists()
 
 
-def _run_pretrain(cfg, e, out: Path, run_root: Path, device, progress) -> dict:
+def same_pretraining(runs_dir, config_hash: str, exclude=None) -> Path | None:
+    """A finished pre-training run folder under ``runs_dir`` with this ``config_hash``, or None.
+
+    Pre-training runs of any experiment live at ``runs_dir/<experiment>/s<seed>/<backbone>/pt-*``,
+    and their ``metrics.json`` carries the hash of everything that defines them (task, data and
+    its options, backbone, task options, budget, seed), so a run of another experiment with the
+    same hash trained the pre-training asked for (the data root is not part of the hash: one
+    runs folder, one data root). ``exclude`` (a run folder) is skipped; of several matches the
+    first in sorted path order is returned.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return None
+    skip = Path(exclude).resolve() if exclude is not None else None
+    for metrics in sorted(root.glob("*/s*/*/pt-*/metrics.json")):
+        folder = metrics.parent
+        if (skip is not None and folder.resolve() == skip) or not _finished(folder):
+            continue
+        try:
+            found = json.loads(metrics.read_text(encoding="utf-8")).get("config_hash")
+        except (OSError, ValueError):
+            continue  # a folder being written or a damaged one is not a source
+        if found == config_hash:
+            return folder
+    return None
+
+
+def _adopt(source: Path, out: Path) -> None:
+    # Checkpoints are hard-linked (a copy where links are not possible): every writer of this
+    # package replaces a file instead of rewriting it, so the two folders never change each
+    # other. metrics.json goes last, as a finished run writes it last.
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = sorted(
+        (p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name == "metrics.json",
+    )
+    for f in files:
+        tmp = out / f".{f.name}.adopt.tmp"
+        tmp.unlink(missing_ok=True)
+        try:
+            if f.suffix != ".pt":
+                raise OSError("small files are copied")
+            os.link(f, tmp)
+        except OSError:
+            shutil.copy2(f, tmp)
+        os.replace(tmp, out / f.name)
+    (out / "adopted_from.txt").write_text(f"{source}\n", encoding="utf-8")
+
+
+def _run_pretrain(cfg, e, out: Path, run_root: Path, device, progress, source=None) -> dict:
     from rubikkit.train import pretrain
 
+    if source is not None and not _finished(out):
+        _adopt(source, out)
     if _finished(out):
         summary = _load_summary(out)
         if summary.get("config_hash") == e["config_hash"]:
@@ -1903,6 +1981,7 @@ def _cmd_run(args) -> int:
         max_steps=args.max_steps,
         time_budget=args.time_budget,
         keep_last=args.keep_last,
+        reuse=not args.no_reuse,
         progress=not args.no_progress,
     )
     n = {s: sum(e.get("status") == s for e in plan) for s in ("done", "skipped", "planned")}
@@ -1984,6 +2063,12 @@ def register(subparsers) -> None:
         "--keep-last",
         action="store_true",
         help="keep last.pt of finished fine-tunings (by default only best.pt, the one scored)",
+    )
+    r.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="train every pre-training here, even one another experiment in the runs folder "
+        "finished with the same settings (by default its checkpoints are linked in)",
     )
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_reported(_cmd_run))

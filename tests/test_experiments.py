@@ -878,3 +878,73 @@ def test_an_epochs_lever_has_no_row_in_a_reduced_table():
                    method="scratch", head="classify", label_fraction=0.1, pretrain_epochs=None,
                    metrics={"auc": 0.5}, experiment="adrenal28_ssl_cpu")  # fmt: skip
     assert "| rubik [epochs=30] | resnet18 | classify | –" in render_tables([scratch], cfg)
+
+
+def test_a_pretraining_finished_by_another_experiment_is_reused(tmp_path):
+    logs = []
+    kw = dict(
+        device="cpu",
+        results_dir=tmp_path / "results",
+        runs_dir=tmp_path / "runs",
+        progress=False,
+        log=logs.append,
+    )
+    run_experiment(validate_config(_cfg()), methods=["rubik"], **kw)
+    source = tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik"
+    # Another experiment: other fine-tuning, the same pre-training (same settings, same hash).
+    other = validate_config(_cfg(name="other", finetune__lr=1e-2))
+    logs.clear()
+    run_experiment(other, dry_run=True, **kw)
+    assert f"planned  pretrain s0/vgg3d/pt-rubik (reuses {source})" in logs
+    logs.clear()
+    run_experiment(other, methods=["rubik"], **kw)
+    assert f"reuse    pretrain s0/vgg3d/pt-rubik from {source} (the same settings)" in logs
+    adopted = tmp_path / "runs" / "other" / "s0" / "vgg3d" / "pt-rubik"
+    assert (adopted / "adopted_from.txt").read_text(encoding="utf-8") == f"{source}\n"
+    assert (adopted / "best.pt").stat().st_ino == (source / "best.pt").stat().st_ino
+    assert json.loads((adopted / "metrics.json").read_text()) == json.loads(
+        (source / "metrics.json").read_text()
+    )
+    mine = {r["head"]: r for r in load_records(tmp_path / "results" / "tiny.jsonl")}
+    theirs = {r["head"]: r for r in load_records(tmp_path / "results" / "other.jsonl")}
+    assert theirs["classify"]["init_digest"] == mine["classify"]["init_digest"]
+    assert theirs["proxy"]["metrics"] == mine["proxy"]["metrics"]
+    assert theirs["proxy"]["pretrain_wall_s"] == mine["proxy"]["pretrain_wall_s"]
+
+    # Other pre-training settings are trained, not taken; so is everything with reuse off.
+    for name, changes, reuse in (("lr", {"pretrain__lr": 1e-2}, True), ("off", {}, False)):
+        logs.clear()
+        cfg = validate_config(_cfg(name=name, **changes))
+        run_experiment(cfg, methods=["rubik"], reuse=reuse, **kw)
+        assert "run      pretrain s0/vgg3d/pt-rubik" in logs
+        assert not (tmp_path / "runs" / name / "s0/vgg3d/pt-rubik/adopted_from.txt").exists()
+
+    # A run folder with a checkpoint of its own is resumed, never overwritten by a source.
+    part = tmp_path / "runs" / "part" / "s0" / "vgg3d" / "pt-rubik"
+    part.mkdir(parents=True)
+    (part / "last.pt").write_bytes(b"")
+    logs.clear()
+    run_experiment(validate_config(_cfg(name="part")), dry_run=True, **kw)
+    assert "planned  pretrain s0/vgg3d/pt-rubik" in logs
+
+
+def test_same_pretraining_finds_only_finished_runs_with_the_hash(tmp_path):
+    from rubikkit.experiments import same_pretraining
+
+    assert same_pretraining(tmp_path / "nowhere", "abc") is None
+
+    def run(exp, name, text, best=True):
+        folder = tmp_path / exp / "s0" / "vgg3d" / name
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(text, encoding="utf-8")
+        if best:
+            (folder / "best.pt").write_bytes(b"")
+        return folder
+
+    run("a", "pt-rubik", "{not json")  # damaged: skipped, not an error
+    run("b", "pt-rubik", json.dumps({"config_hash": "abc"}), best=False)  # unfinished
+    run("c", "pt-rubik", json.dumps({"config_hash": "xyz"}))  # other settings
+    assert same_pretraining(tmp_path, "abc") is None
+    found = run("d", "pt-rubik-n_perms=10", json.dumps({"config_hash": "abc"}))
+    assert same_pretraining(tmp_path, "abc") == found
+    assert same_pretraining(tmp_path, "abc", exclude=found) is None
