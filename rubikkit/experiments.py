@@ -1062,11 +1062,12 @@ def _adopt(source: Path, out: Path) -> None:
     for f in files:
         tmp = out / f".{f.name}.adopt.tmp"
         tmp.unlink(missing_ok=True)
-        try:
-            if f.suffix != ".pt":
-                raise OSError("small files are copied")
-            os.link(f, tmp)
-        except OSError:
+        linked = False
+        if f.suffix == ".pt":
+            with contextlib.suppress(OSError):
+                os.link(f, tmp)
+                linked = True
+        if not linked:  # the small JSON and log files, or no links on this file system
             shutil.copy2(f, tmp)
         os.replace(tmp, out / f.name)
     (out / "adopted_from.txt").write_text(f"{source}\n", encoding="utf-8")
@@ -1075,7 +1076,7 @@ def _adopt(source: Path, out: Path) -> None:
 def _run_pretrain(cfg, e, out: Path, run_root: Path, device, progress, source=None) -> dict:
     from rubikkit.train import pretrain
 
-    if source is not None and not _finished(out):
+    if source is not None:  # chosen only for a folder with nothing finished or resumable
         _adopt(source, out)
     if _finished(out):
         summary = _load_summary(out)
