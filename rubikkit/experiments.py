@@ -865,6 +865,12 @@ def run_experiment(
             e["status"] = "planned" if _needed(e, plan, done) else "skipped"
             source = source_of(e) if e["kind"] == "pretrain" and e["status"] == "planned" else None
             note = "" if source is None else f" (reuses {source})"
+            if (
+                e["kind"] == "pretrain"
+                and e["status"] == "planned"
+                and _finished(run_root / e["run"])
+            ):
+                note = " (finished in an earlier call: kept, not trained again)"
             log(f"{e['status']:8s} {e['kind']:8s} {e['run']}{note}")
         return plan
 
@@ -891,7 +897,9 @@ def run_experiment(
                 break
             out = run_root / e["run"]
             source = source_of(e) if e["kind"] == "pretrain" else None
-            if source is None:
+            if e["kind"] == "pretrain" and _finished(out):
+                log(f"keep     {e['kind']:8s} {e['run']} (finished in an earlier call)")
+            elif source is None:
                 log(f"run      {e['kind']:8s} {e['run']}")
             else:
                 log(f"reuse    {e['kind']:8s} {e['run']} from {source} (the same settings)")

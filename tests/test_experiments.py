@@ -905,6 +905,18 @@ def test_a_pretraining_finished_by_another_experiment_is_reused(tmp_path):
     assert json.loads((adopted / "metrics.json").read_text()) == json.loads(
         (source / "metrics.json").read_text()
     )
+    # One pre-training shared by the seeds, finished in an earlier call: a grid grown by a seed
+    # names it as kept, not as trained again.
+    shared = validate_config(_cfg(name="shared", pretrain__seed=0))
+    run_experiment(shared, seeds=[0], methods=["rubik"], **kw)
+    logs.clear()
+    run_experiment(shared, dry_run=True, seeds=[0, 1], methods=["rubik"], **kw)
+    kept = "pretrain s0/vgg3d/pt-rubik (finished in an earlier call"
+    assert f"planned  {kept}: kept, not trained again)" in logs
+    logs.clear()
+    run_experiment(shared, seeds=[0, 1], methods=["rubik"], **kw)
+    assert f"keep     {kept})" in logs
+    assert "run      finetune s1/vgg3d/ft-rubik-classify-lf1" in logs
     mine = {r["head"]: r for r in load_records(tmp_path / "results" / "tiny.jsonl")}
     theirs = {r["head"]: r for r in load_records(tmp_path / "results" / "other.jsonl")}
     assert theirs["classify"]["init_digest"] == mine["classify"]["init_digest"]
