@@ -7,9 +7,9 @@ run (its proxy accuracies on ``eval_split`` recorded when ``proxy_eval`` is true
 fine-tuning runs that start from it, each scored on ``eval_split``. Every scored run appends one
 record to ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and
 a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``,
-``selected_epoch``, ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
-whose record
-(same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
+``selected_epoch``, ``selected_by`` (a fine-tuning's selection: split, metric and the selected
+checkpoint's value), ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
+whose record (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
 where it stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that
 another experiment in the same runs folder finished with the same settings is taken over (its
 checkpoints linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import sys
@@ -929,6 +930,7 @@ def run_experiment(
                 fields = {
                     "epochs": summary["epochs"],
                     "selected_epoch": (summary.get("best") or {}).get("epoch"),
+                    "selected_by": _selection(summary.get("best")),
                     "steps": summary.get("steps"),
                 }
                 # Training summed over the sessions of a resumed run, plus the test evaluation.
@@ -1079,6 +1081,17 @@ def _adopt(source: Path, out: Path) -> None:
             shutil.copy2(f, tmp)
         os.replace(tmp, out / f.name)
     (out / "adopted_from.txt").write_text(f"{source}\n", encoding="utf-8")
+
+
+def _selection(best: dict | None) -> dict | None:
+    """A fine-tuning's selected checkpoint as a record field: the split, metric and its value.
+
+    ``{"split": "val", "metric": "auc", "value": 0.61}`` says the checkpoint scored was the one
+    with the best validation AUC, 0.61 (the best of every epoch); None when nothing was selected.
+    """
+    if not best or best.get("value") is None or not math.isfinite(best["value"]):
+        return None
+    return {"split": best.get("split"), "metric": best.get("key"), "value": float(best["value"])}
 
 
 def _run_pretrain(cfg, e, out: Path, run_root: Path, device, progress, source=None) -> dict:
@@ -1642,6 +1655,11 @@ def diagnose(records: list[dict]) -> list[str]:
       validation split) beats its ``acc`` (at the softmax's 0.5) by more than the seed sd of
       ``acc`` loses its ACC to the threshold, not to its ranking of the volumes (read against
       ``majority_acc``, the ACC of calling every volume the most frequent class).
+    * A fine-tuning selected by validation AUC (``selected_by``) whose selected value is at most
+      0.5 never ranked the validation volumes above chance, at any epoch: with a few labelled
+      volumes, the rule they taught (often an inverted one) does not carry to other volumes, and
+      its test AUC tends to fall below 0.5 as well. Records made before ``selected_by`` existed
+      are not counted.
     * Fine-tuning records of one setting whose ``init_digest`` differ started from different
       pre-trained weights: their spread is not fine-tuning noise alone.
     """
@@ -1650,6 +1668,7 @@ def diagnose(records: list[dict]) -> list[str]:
     lines = []
     proxies: dict[tuple, list[dict]] = {}
     heads: dict[tuple, list[dict]] = {}
+    chosen: dict[tuple, list[tuple]] = {}  # (selected validation AUC, test AUC) per run
     inits: dict[tuple, set] = {}
     for r in records:
         label = method_label(r["method"], r.get("variant"))
@@ -1660,6 +1679,9 @@ def diagnose(records: list[dict]) -> list[str]:
         if r.get("head") == "classify":
             key = (label, r["backbone"], r["label_fraction"])
             heads.setdefault(key, []).append(r["metrics"])
+            sel = r.get("selected_by") or {}
+            if sel.get("metric") == "auc" and sel.get("split") != r.get("split"):
+                chosen.setdefault(key, []).append((sel["value"], r["metrics"].get("auc")))
     for (method, bb), runs in sorted(proxies.items()):
         for m in ("order_acc", "rot_acc", "cpc_acc"):
             vals = [v[m] for v in runs if m in v]
@@ -1724,6 +1746,25 @@ def diagnose(records: list[dict]) -> list[str]:
                         else ""
                     )
                 )
+    for (method, bb, lf), runs in sorted(chosen.items(), key=lambda kv: str(kv[0])):
+        blind = [t for v, t in runs if v <= 0.5]
+        if not blind:
+            continue
+        seen = [t for v, t in runs if v > 0.5]
+        tested = [t for t in blind if t is not None]
+        both = [t for t in seen if t is not None]
+        lines.append(
+            f"{method} ({bb}, {_lf_label(lf)} of the labels): {len(blind)} of {len(runs)} runs "
+            "never ranked the validation volumes above chance (validation AUC at most 0.5 at "
+            "every epoch, so also at the one selected): what their labels taught does not carry "
+            "to other volumes"
+            + (
+                f"; test AUC {_mean_sd(tested)[0]:.3f} in those runs"
+                + (f", {_mean_sd(both)[0]:.3f} in the others" if both else "")
+                if tested
+                else ""
+            )
+        )
     for (label, bb, head), found in sorted(inits.items()):
         if len(found) > 1:
             lines.append(

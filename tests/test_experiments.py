@@ -625,6 +625,23 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "the ranking; calling every test volume the majority class scores 0.768"
     )
     assert len(diagnose(cut[:1])) == 1  # the collapse only: one run has no sd, no claim
+
+    # Runs whose best validation AUC never passed 0.5: their labels taught no rule that carries.
+    def picked(seed, val, test, split="val"):
+        r = rec("rubik", "classify", seed, auc=test, top_share=0.6)
+        return dict(r, split="test", selected_by=dict(split=split, metric="auc", value=val))
+
+    blind = [picked(0, 0.41, 0.20), picked(1, 0.48, 0.30), picked(2, 0.70, 0.80)]
+    assert diagnose(blind) == [
+        "rubik (resnet18, 0.1 of the labels): 2 of 3 runs never ranked the validation volumes "
+        "above chance (validation AUC at most 0.5 at every epoch, so also at the one selected): "
+        "what their labels taught does not carry to other volumes; test AUC 0.250 in those runs, "
+        "0.800 in the others"
+    ]
+    assert diagnose(blind[2:]) == []
+    # Selected on the scored split itself, or on a loss: no such reading.
+    assert diagnose([picked(0, 0.41, 0.20, split="test")]) == []
+    assert diagnose([dict(blind[0], selected_by=dict(split="val", metric="loss", value=0.3))]) == []
     # A rotation score read against the ceiling the volumes allow; a ceiling of 1 says nothing.
     ceilings = dict(order_ceiling=1.0, rot_ceiling=0.8, constant_cubes=0.3)
     capped = [rec("rubik", "proxy", 0, order_acc=0.9, rot_acc=0.6, **ceilings)]
@@ -760,6 +777,16 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     # Binary labels and a validation split: ACC at the cut chosen on validation too.
     assert 0 <= ft["scratch"]["metrics"]["acc_val_thr"] <= 1 and "val_thr" in ft["rubik"]["metrics"]
     assert 0.5 <= ft["scratch"]["metrics"]["majority_acc"] <= 1
+    # The checkpoint scored is the one of best validation AUC, and the record says how good.
+    for rec in ft.values():
+        summary = json.loads((tmp_path / "runs" / "tiny" / rec["run"] / "metrics.json").read_text())
+        assert rec["selected_by"] == {
+            "split": "val",
+            "metric": "auc",
+            "value": summary["best"]["value"],
+        }
+        assert rec["selected_epoch"] == summary["best"]["epoch"]
+    assert "selected_by" not in [r for r in records if r["head"] == "proxy"][0]
     assert ft["rubik"]["pretrain_epochs"] is not None and ft["scratch"]["pretrain_epochs"] is None
     # The pre-trained weights a record started from, by digest (the proxy scores the same ones).
     best = tmp_path / "runs" / "tiny" / "s0" / "vgg3d" / "pt-rubik" / "best.pt"
