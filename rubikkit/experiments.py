@@ -9,8 +9,8 @@ record to ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RE
 a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``,
 ``selected_epoch``, ``selected_by`` (a fine-tuning's selection: split, metric and the selected
 checkpoint's value), ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
-whose record (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes
-where it stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that
+whose record (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted
+grid resumes where it stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that
 another experiment in the same runs folder finished with the same settings is taken over (its
 checkpoints linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
 
@@ -864,14 +864,12 @@ def run_experiment(
     if dry_run:
         for e in plan:
             e["status"] = "planned" if _needed(e, plan, done) else "skipped"
-            source = source_of(e) if e["kind"] == "pretrain" and e["status"] == "planned" else None
-            note = "" if source is None else f" (reuses {source})"
-            if (
-                e["kind"] == "pretrain"
-                and e["status"] == "planned"
-                and _finished(run_root / e["run"])
-            ):
-                note = " (finished in an earlier call: kept, not trained again)"
+            note = ""
+            if e["kind"] == "pretrain" and e["status"] == "planned":
+                if _finished(run_root / e["run"]):
+                    note = " (finished in an earlier call: kept, not trained again)"
+                elif (source := source_of(e)) is not None:
+                    note = f" (reuses {source})"
             log(f"{e['status']:8s} {e['kind']:8s} {e['run']}{note}")
         return plan
 
@@ -1750,21 +1748,19 @@ def diagnose(records: list[dict]) -> list[str]:
         blind = [t for v, t in runs if v <= 0.5]
         if not blind:
             continue
-        seen = [t for v, t in runs if v > 0.5]
-        tested = [t for t in blind if t is not None]
-        both = [t for t in seen if t is not None]
-        lines.append(
+        line = (
             f"{method} ({bb}, {_lf_label(lf)} of the labels): {len(blind)} of {len(runs)} runs "
             "never ranked the validation volumes above chance (validation AUC at most 0.5 at "
             "every epoch, so also at the one selected): what their labels taught does not carry "
             "to other volumes"
-            + (
-                f"; test AUC {_mean_sd(tested)[0]:.3f} in those runs"
-                + (f", {_mean_sd(both)[0]:.3f} in the others" if both else "")
-                if tested
-                else ""
-            )
         )
+        tested = [t for t in blind if t is not None]
+        others = [t for v, t in runs if v > 0.5 and t is not None]
+        if tested:
+            line += f"; test AUC {_mean_sd(tested)[0]:.3f} in those runs"
+            if others:
+                line += f", {_mean_sd(others)[0]:.3f} in the others"
+        lines.append(line)
     for (label, bb, head), found in sorted(inits.items()):
         if len(found) > 1:
             lines.append(
