@@ -458,8 +458,16 @@ def seed_table(
     return "\n".join(lines)
 
 
-def plot_label_fractions(records: Iterable[dict], dataset: str, metric: str, ax=None, split="test"):
-    """Mean ± sd of ``metric`` against label fraction, one line per (method, backbone, head)."""
+def plot_label_fractions(
+    records: Iterable[dict], dataset: str, metric: str, ax=None, split="test", label_by=None
+):
+    """Mean ± sd of ``metric`` against label fraction, one line per (method, backbone, head).
+
+    ``label_by`` maps a summary row of :func:`summarise` (``method``, ``variant``, ``backbone``,
+    ``head``, ``label_fraction``) to the name of its line, to join rows the default keeps apart:
+    one pre-training fine-tuned by several experiments under different variant names, say. Two
+    rows of one line at the same label fraction are an error, as their points would overlap.
+    """
     import matplotlib.pyplot as plt
 
     rows = [
@@ -470,21 +478,30 @@ def plot_label_fractions(records: Iterable[dict], dataset: str, metric: str, ax=
         and r["label_fraction"] is not None
         and metric in r["metrics"]
     ]
+    if label_by is None:
+
+        def label_by(r):
+            return f"{method_label(r['method'], r.get('variant'))} ({r['backbone']}, {r['head']})"
+
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.2), dpi=72)
-    series: dict[tuple, list] = {}
+    series: dict[str, list] = {}
     for r in rows:
-        label = method_label(r["method"], r.get("variant"))
-        series.setdefault((label, r["backbone"], r["head"]), []).append(r)
-    for (method, backbone, head), rs in sorted(series.items()):
+        series.setdefault(label_by(r), []).append(r)
+    for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r["label_fraction"])
-        x = [r["label_fraction"] for r in rs]
+        fractions = [r["label_fraction"] for r in rs]
+        if len(set(fractions)) < len(fractions):
+            raise ValueError(
+                f"label_by: line {label!r} has two settings at one label fraction "
+                f"({sorted(fractions)}); name them apart"
+            )
         y = [r["metrics"][metric]["mean"] for r in rs]
         e = [
             0.0 if math.isnan(r["metrics"][metric]["sd"]) else r["metrics"][metric]["sd"]
             for r in rs
         ]
-        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=f"{method} ({backbone}, {head})")
+        ax.errorbar(fractions, y, yerr=e, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("label fraction")
     ax.set_ylabel(metric)

@@ -99,7 +99,28 @@ def test_plot_label_fractions_draws_one_line_per_setting():
         for lf in (0.1, 1.0)
     ]
     ax = results.plot_label_fractions(recs, "medmnist3d:adrenal", "acc")
-    assert len(ax.get_lines()) >= 2
+    legend = sorted(t.get_text() for t in ax.get_legend().get_texts())
+    assert legend == ["rubik (resnet18, classify)", "scratch (resnet18, classify)"]
+    assert ax.get_xscale() == "log"
+
+
+def test_plot_label_fractions_joins_rows_named_alike_and_refuses_overlaps():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    # One pre-training fine-tuned by two experiments, under a variant name in one of them.
+    recs = [_rec(s, 0.6, method="rubik", lf=0.01) for s in (0, 1)]
+    recs += [_rec(s, 0.7 + 0.1 * s, method="rubik", lf=0.1, variant="epochs=30") for s in (0, 1)]
+    recs += [_rec(s, 0.5, lf=lf) for s in (0, 1) for lf in (0.01, 0.1)]
+    ax = results.plot_label_fractions(
+        recs, "medmnist3d:adrenal", "acc", label_by=lambda r: r["method"]
+    )
+    lines = {c.get_label(): c.lines[0] for c in ax.containers}  # errorbar: (data, caps, bars)
+    assert sorted(lines) == ["rubik", "scratch"]
+    x, y = lines["rubik"].get_data()
+    assert list(x) == [0.01, 0.1] and list(y) == pytest.approx([0.6, 0.75])
+    with pytest.raises(ValueError, match="label_by: line 'all'"):
+        results.plot_label_fractions(recs, "medmnist3d:adrenal", "acc", label_by=lambda r: "all")
 
 
 def _collapsed(seed, acc, method, share):
