@@ -1220,6 +1220,11 @@ def _lf_label(lf) -> str:
     return "proxy" if lf is None else f"{lf:g}"
 
 
+def _share_of_labels(lf) -> str:
+    # How much of the labels a fine-tuning used, in the diagnostics' prose.
+    return "all the labels" if lf == 1 else f"{lf:g} of the labels"
+
+
 def _labels(method: str, pt: dict | None, finetuned: dict | None = None) -> list[str]:
     # The row labels of a method: itself, then its variants (levers) in config order; with
     # ``finetuned`` (the config) only the pre-trainings its fine-tuning section takes.
@@ -1397,7 +1402,7 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
         for m in metrics:
             text = _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
             if text is not None:
-                lines.append(f"{method} ({bb}, {head}, {_lf_label(lf)} of the labels), {m}: {text}")
+                lines.append(f"{method} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
     return lines
 
 
@@ -1489,8 +1494,7 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
                 if not sides["repeat"] or not sides["configured"]:
                     continue
                 where = (
-                    f"{label} against {base_label} ({seeds}; {bb}, {head}, {_lf_label(lf)} "
-                    "of the labels)"
+                    f"{label} against {base_label} ({seeds}; {bb}, {head}, {_share_of_labels(lf)})"
                 )
                 for m in metrics:
                     if m in _PROXY_METRICS:
@@ -1569,8 +1573,8 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
                 shown = ", ".join(f"{x:.3f}" for x in means)
                 where = (
                     f"{method_label(method, base)} over {len(order)} pre-trainings (seeds "
-                    f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, {_lf_label(lf)} "
-                    f"of the labels, fine-tuning seeds {', '.join(map(str, common))})"
+                    f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, "
+                    f"{_share_of_labels(lf)}, fine-tuning seeds {', '.join(map(str, common))})"
                 )
                 noise = within / len(common) ** 0.5
                 text = (
@@ -1723,7 +1727,7 @@ def diagnose(records: list[dict]) -> list[str]:
         if collapsed:
             older = len(runs) - len(shares)
             lines.append(
-                f"{method} ({bb}, {_lf_label(lf)} of the labels): {collapsed} of {len(shares)} "
+                f"{method} ({bb}, {_share_of_labels(lf)}): {collapsed} of {len(shares)} "
                 f"runs predict one class for at least {SATURATED:.0%} of the test volumes "
                 "(collapse: ACC is that class's share, AUC still ranks)"
                 + (f"; {older} older runs have no top_share" if older else "")
@@ -1735,7 +1739,7 @@ def diagnose(records: list[dict]) -> list[str]:
                 higher = sum(t > a for a, t in cut)
                 majority = [v["majority_acc"] for v in runs if "majority_acc" in v]
                 lines.append(
-                    f"{method} ({bb}, {_lf_label(lf)} of the labels): ACC {at_half:.3f} at the "
+                    f"{method} ({bb}, {_share_of_labels(lf)}): ACC {at_half:.3f} at the "
                     f"softmax's 0.5 but {at_cut:.3f} at the cut chosen on validation (n={len(cut)}, "
                     f"higher in {higher}): the threshold costs the ACC, not the ranking"
                     + (
@@ -1749,7 +1753,7 @@ def diagnose(records: list[dict]) -> list[str]:
         if not blind:
             continue
         line = (
-            f"{method} ({bb}, {_lf_label(lf)} of the labels): {len(blind)} of {len(runs)} runs "
+            f"{method} ({bb}, {_share_of_labels(lf)}): {len(blind)} of {len(runs)} runs "
             "never ranked the validation volumes above chance (validation AUC at most 0.5 at "
             "every epoch, so also at the one selected): what their labels taught does not carry "
             "to other volumes"

@@ -479,6 +479,11 @@ def test_against_scratch_verdicts():
     assert "no verdict" in text["cpc3d"]
     # No scratch runs: nothing to compare with.
     assert against_scratch(better, ["auc"]) == []
+    # Every label used: the line says so rather than "1 of the labels".
+    full = [dict(r, label_fraction=1.0) for r in scratch + better]
+    assert against_scratch(full, ["auc"])[0].startswith(
+        "rubik (vgg3d, classify, all the labels), auc:"
+    )
     # The verdicts appear under the tables.
     table = render_tables([dict(r, protocol="fine-tune 1 epochs", split="test", device="cpu",
                                 epochs=1, dataset="d", experiment="tiny")
