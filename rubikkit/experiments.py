@@ -1,18 +1,18 @@
 """Experiment grids on real data: configs, a resumable driver, records and result pages.
 
-An experiment is one JSON file under ``experiments/`` (:func:`load_config` validates it; every
-error names the field). ``rubikkit experiment run CONFIG`` walks its grid: for every seed and
-backbone, the fine-tuning runs from scratch, then for every pre-training method one pre-training
-run (its proxy accuracies on ``eval_split`` recorded when ``proxy_eval`` is true) followed by the
-fine-tuning runs that start from it, each scored on ``eval_split``. Every scored run appends one
-record to ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and
-a few more (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``,
-``selected_epoch``, ``selected_by`` (a fine-tuning's selection: split, metric and the selected
-checkpoint's value), ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run
-whose record (same ``run`` and ``config_hash``) is already there is skipped, so an interrupted
-grid resumes where it stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that
-another experiment in the same runs folder finished with the same settings is taken over (its
-checkpoints linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
+An experiment is one JSON file under ``experiments/`` (:func:`load_config` validates it; every error
+names the field). ``rubikkit experiment run CONFIG`` walks its grid: for every seed and backbone,
+the fine-tuning runs from scratch, then for every pre-training method one pre-training run (its
+proxy accuracies on ``eval_split`` recorded when ``proxy_eval`` is true) followed by the fine-tuning
+runs that start from it, each scored on ``eval_split``. Every scored run appends one record to
+``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and a few more
+(``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``, ``selected_epoch``,
+``selected_by`` (a fine-tuning's selection: split, metric and the selected checkpoint's value),
+``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run whose record (same
+``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes where it
+stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that another
+experiment in the same runs folder finished with the same settings is taken over (its checkpoints
+linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
 
 ``rubikkit experiment table results/*.jsonl`` renders the records as markdown tables, one per
 experiment and protocol (the real epochs of the runs), our mean ± sd over seeds beside the
@@ -1222,7 +1222,7 @@ def _lf_label(lf) -> str:
 
 def _share_of_labels(lf) -> str:
     # How much of the labels a fine-tuning used, in the diagnostics' prose.
-    return "all the labels" if lf == 1 else f"{lf:g} of the labels"
+    return "all the labels" if lf == 1 else f"{_lf_label(lf)} of the labels"
 
 
 def _labels(method: str, pt: dict | None, finetuned: dict | None = None) -> list[str]:
