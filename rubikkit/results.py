@@ -458,6 +458,29 @@ def seed_table(
     return "\n".join(lines)
 
 
+def one_pretraining(
+    records: Iterable[dict], experiments: Sequence[str], anchor: str, method: str = "rubik"
+) -> list[dict]:
+    """Scratch and the fine-tunings that started from one pre-training, across ``experiments``.
+
+    The pre-training is the one behind ``anchor``'s configured (variant-free) ``method``
+    fine-tunings, told by their ``init_digest``: the grids fine-tune it under whatever variant name,
+    and a re-trained pre-training with other weights is left out. Classification runs only; the
+    result is empty of pre-trained runs when ``anchor`` has none.
+    """
+    runs = [r for r in records if r["experiment"] in experiments and r.get("head") == "classify"]
+    digests = {
+        r.get("init_digest")
+        for r in runs
+        if r["experiment"] == anchor and r["method"] == method and not r.get("variant")
+    } - {None}
+    return [
+        r
+        for r in runs
+        if (r["method"] == "scratch" and not r.get("variant")) or r.get("init_digest") in digests
+    ]
+
+
 def plot_label_fractions(
     records: Iterable[dict], dataset: str, metric: str, ax=None, split="test", label_by=None
 ):

@@ -123,6 +123,36 @@ def test_plot_label_fractions_joins_rows_named_alike_and_refuses_overlaps():
         results.plot_label_fractions(recs, "medmnist3d:adrenal", "acc", label_by=lambda r: "all")
 
 
+def test_one_pretraining_follows_the_anchor_digest_across_grids():
+    def run(exp, method, digest=None, variant=None, head="classify"):
+        return _rec(
+            0, 0.7, method=method, experiment=exp, init_digest=digest, variant=variant, head=head
+        )
+
+    recs = [
+        run("a", "scratch"),
+        run("a", "rubik", "d1"),
+        run("a", "rubik", "d2", variant="centred"),  # another pre-training of the anchor grid
+        run("a", "rubik", "d1", head="proxy"),
+        run("b", "scratch"),
+        run("b", "rubik", "d1", variant="epochs=30"),  # the same weights under a variant name
+        run("b", "rubik", "d3"),  # re-trained with other weights
+        run("c", "rubik", "d1"),  # a grid not asked for
+    ]
+    got = results.one_pretraining(recs, ("a", "b"), anchor="a")
+    assert [(r["experiment"], r["method"], r["init_digest"]) for r in got] == [
+        ("a", "scratch", None),
+        ("a", "rubik", "d1"),
+        ("b", "scratch", None),
+        ("b", "rubik", "d1"),
+    ]
+    assert [r["method"] for r in results.one_pretraining(recs, ("b",), anchor="b")] == [
+        "scratch",
+        "rubik",
+    ]
+    assert all(r["method"] == "scratch" for r in results.one_pretraining(recs, ("a",), "c"))
+
+
 def _collapsed(seed, acc, method, share):
     rec = _rec(seed, acc, method=method, lf=0.1)
     rec["metrics"]["top_share"] = share
