@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# From-scratch seeds of one config in several processes side by side on one GPU ("lanes"), each
-# lane running its seeds one after another, while rubikkit installs with its CUDA kernels in the
-# background (the fine-tunings do not need the compiled extension). One training step of the
-# 28^3 recipe keeps an H200 busy about half of the loop's time (benchmarks/RESULTS.md), so two
-# lanes may finish more runs in a lease than one.
+# Runs of one config in several processes side by side on one GPU ("lanes"), each lane running
+# its seeds one after another, while rubikkit installs with its CUDA kernels in the background
+# (the training does not need the compiled extension: the puzzle op falls back to torch until the
+# install is done). One training step of the 28^3 recipe keeps an H200 busy about half of the
+# loop's time (benchmarks/RESULTS.md), so two lanes may finish more runs in a lease than one.
 #
-#     bash experiments/device_lanes.sh DEADLINE_S CONFIG SEEDS [SEEDS ...]
+#     bash experiments/device_lanes.sh DEADLINE_S CONFIG LANE [LANE ...]
 #
-# SEEDS is one lane's comma-separated seeds, e.g. `... 570 experiments/adrenal28_scratch_resnet18.json
-# 1,3 2,4`. DEADLINE_S: seconds after the start when a run still going is stopped (its record is
-# then not written; the records already written stay). Each lane gets nproc / lanes CPU threads.
-# To $OUT: the config's records file, every run's log.jsonl, nvidia-smi samples every 5 s
-# (gpu_util.csv) and one log per lane and for the install.
+# LANE is `[METHODS:]SEEDS`: the methods the lane runs (comma-separated, default scratch) and its
+# comma-separated seeds, e.g. `... 570 experiments/adrenal28_ssl_resnet18.json rubik:0 scratch:0,1`
+# (a method with pre-training runs it, its proxy evaluation and its fine-tunings).
+# DEADLINE_S: seconds after the start when a run still going is stopped (its record is then not
+# written; the records already written stay). Each lane gets nproc / lanes CPU threads.
+#
+# CHECKS=1 (environment): once the install is done, run the CUDA kernel tests, then the puzzle
+# benchmark (`--write`) with the lanes' processes paused (SIGSTOP, then SIGCONT) so that it times
+# a quiet GPU; the paused seconds count in the wall time of the runs going then (the log says
+# how long). INSTALL=0 skips the install (and with it the checks); EXTRA (environment) is added
+# to every `rubikkit experiment run` (e.g. `--max-steps 2` for a smoke test).
+#
+# To $OUT (at most 8 files come back): the config's records file, benchmarks/RESULTS.md (with
+# CHECKS=1), and logs.tgz: one log per lane, the install's and the checks' logs, nvidia-smi
+# samples every 5 s (gpu_util.csv), and every run's log.jsonl and metrics.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 3 ]; then
-  echo "usage: $0 DEADLINE_S CONFIG SEEDS [SEEDS ...]" >&2
+  echo "usage: $0 DEADLINE_S CONFIG LANE [LANE ...]" >&2
   exit 2
 fi
 deadline=$1
@@ -26,55 +36,100 @@ case "$deadline" in
 esac
 [ -f "$cfg" ] || { echo "CONFIG: $cfg not found" >&2; exit 2; }
 for lane in "$@"; do
-  case "$lane" in
-    '' | *[!0-9,]* | ,* | *, | *,,*) echo "SEEDS: expected seeds like 1,3, got '$lane'" >&2; exit 2 ;;
+  seeds=${lane#*:}
+  methods=scratch
+  [ "$seeds" = "$lane" ] || methods=${lane%%:*}
+  case "$seeds" in
+    '' | *[!0-9,]* | ,* | *, | *,,*) echo "LANE: expected [METHODS:]SEEDS like rubik:0 or 1,3, got '$lane'" >&2; exit 2 ;;
+  esac
+  case "$methods" in
+    '' | *[!a-z0-9_,]* | ,* | *, | *,,*) echo "LANE: expected METHODS like scratch or rubik,ordering, got '$lane'" >&2; exit 2 ;;
   esac
 done
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
+logs=$(mktemp -d)
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export RUBIKKIT_DATA=${RUBIKKIT_DATA:-$PWD/.device_data}
 threads=$(($(nproc) / $#))
 [ "$threads" -ge 1 ] || threads=1
 name=$(basename "$cfg" .json)
+extra=${EXTRA:-}
 
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
-  >"$out/gpu_util.csv" 2>&1 &
-smi=$!
-# device_run.sh's install step alone (pip's full output to $OUT/install.log, its summary to
-# $OUT/device_run.log).
-OUT=$out STEPS=install nice bash experiments/device_run.sh 0 >/dev/null 2>&1 &
-inst=$!
+smi=
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 \
+    >"$logs/gpu_util.csv" 2>&1 &
+  smi=$!
+fi
+
+checks() {
+  # device_run.sh's install step alone (pip's full output to install.log, its summary to
+  # device_run.log), then, with CHECKS=1, its CUDA tests and the puzzle benchmark.
+  OUT=$logs STEPS=install nice bash experiments/device_run.sh 0 >/dev/null 2>&1 ||
+    { echo "== $SECONDS s: install failed"; return 1; }
+  echo "== $SECONDS s: install done"
+  [ "${CHECKS:-0}" = 1 ] || return 0
+  OUT=$logs STEPS=test bash experiments/device_run.sh 0 >/dev/null 2>&1 || true
+  echo "== $SECONDS s: CUDA tests done"
+  local t0=$SECONDS
+  pkill -STOP -f "rubikkit experiment run" || true
+  echo "== $SECONDS s: lanes paused for the puzzle benchmark"
+  "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write \
+    --note "training processes of $name paused (SIGSTOP) during the run" \
+    >"$logs/puzzle_bench.log" 2>&1 || echo "== puzzle benchmark failed"
+  pkill -CONT -f "rubikkit experiment run" || true
+  echo "== $SECONDS s: lanes resumed after $((SECONDS - t0)) s"
+  cp benchmarks/RESULTS.md "$out/"
+}
 
 lane() {
-  local seed left
-  for seed in ${1//,/ }; do
+  local methods=$1 seeds=$2 seed left
+  for seed in ${seeds//,/ }; do
     left=$((deadline - SECONDS))
     if [ "$left" -le 30 ]; then
-      echo "== $SECONDS s: deadline near, seed $seed not started"
+      echo "== $SECONDS s: deadline near, $methods seed $seed not started"
       break
     fi
-    echo "== $SECONDS s: seed $seed (stopped after $left s)"
+    echo "== $SECONDS s: $methods seed $seed (stopped after $left s)"
+    # shellcheck disable=SC2086  # EXTRA is split into arguments on purpose
     OMP_NUM_THREADS=$threads timeout "$left" "$py" -m rubikkit experiment run "$cfg" \
-      --seeds "$seed" --methods scratch --device auto --no-progress || echo "== stopped: seed $seed"
+      --seeds "$seed" --methods "$methods" --device auto --no-progress $extra ||
+      echo "== $SECONDS s: stopped: $methods seed $seed"
   done
   echo "== $SECONDS s: lane done"
 }
+
+inst=
+if [ "${INSTALL:-1}" = 1 ]; then
+  checks >"$logs/checks.log" 2>&1 &
+  inst=$!
+fi
 pids=()
 i=0
-for seeds in "$@"; do
+for spec in "$@"; do
   i=$((i + 1))
-  lane "$seeds" >"$out/lane$i.log" 2>&1 &
+  seeds=${spec#*:}
+  methods=scratch
+  [ "$seeds" = "$spec" ] || methods=${spec%%:*}
+  lane "$methods" "$seeds" >"$logs/lane$i.log" 2>&1 &
   pids+=($!)
 done
 wait "${pids[@]}" || true
-kill "$smi" 2>/dev/null || true
-[ ! -f "results/$name.jsonl" ] || cp "results/$name.jsonl" "$out/"
-if [ -d "runs/$name" ]; then
-  find "runs/$name" -name log.jsonl | while read -r f; do
-    cp "$f" "$out/$(echo "${f#runs/}" | tr / _)"
-  done
+if [ -n "$inst" ]; then
+  # The checks pause the lanes only while they run; past the deadline they are not waited for.
+  left=$((deadline - SECONDS))
+  if [ "$left" -gt 0 ] && kill -0 "$inst" 2>/dev/null; then timeout "$left" tail --pid="$inst" -f /dev/null || true; fi
+  kill "$inst" 2>/dev/null && echo "checks stopped at the deadline" >>"$logs/checks.log" || true
+  pkill -CONT -f "rubikkit experiment run" || true
 fi
-wait "$inst" && echo "install done" || echo "install failed: see install.log and device_run.log"
-tail -n 3 "$out"/lane*.log
+[ -z "$smi" ] || kill "$smi" 2>/dev/null || true
+[ ! -f "results/$name.jsonl" ] || cp "results/$name.jsonl" "$out/"
+runs=()
+if [ -d "runs/$name" ]; then
+  while IFS= read -r f; do runs+=("$f"); done < <(find "runs/$name" -name log.jsonl -o -name metrics.json)
+fi
+tar -czf "$out/logs.tgz" -C "$logs" . -C "$PWD" ${runs[@]+"${runs[@]}"}
+tail -n 4 "$logs"/lane*.log "$logs/checks.log" 2>/dev/null || true
+[ ! -f "$logs/puzzle_bench.log" ] || tail -n 25 "$logs/puzzle_bench.log"
