@@ -152,7 +152,11 @@ def _extensions():
             include_dirs=[str(CSRC)],
             cxx_std=17,
             extra_compile_args=["-O3", *openmp],
-            extra_link_args=openmp,
+            # Symbols of static archives stay inside the module: a libstdc++.a that a toolchain
+            # links in (one with no libstdc++.so) and libcudart_static.a can then neither
+            # interpose on nor be interposed by the copies other extensions bring into the process.
+            extra_link_args=openmp
+            + (["-Wl,--exclude-libs,ALL"] if sys.platform.startswith("linux") else []),
             # Named, not left to the linker driver: where LDSHARED is the C compiler (gcc -shared)
             # the module was linked without libstdc++, and every C++ exception it threw crashed.
             libraries=["stdc++"] if sys.platform.startswith("linux") else [],

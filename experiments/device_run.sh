@@ -69,6 +69,15 @@ install() {
     say "install failed: see install.log"
   tail -n 5 "$out/install.log" | tee -a "$log"
   ldd rubikkit/_C*.so 2>&1 | tee -a "$log" || true
+  # Which C++ runtime the module carries: the linker driver's libstdc++ (a shared one, or only
+  # the archive) and the module's exported C++ runtime symbols (a static copy left visible).
+  {
+    for cxx in "${CXX:-g++}" /opt/gcc/bin/g++; do
+      command -v "$cxx" >/dev/null || continue
+      echo "$cxx: $("$cxx" --version | head -n 1); libstdc++.so: $("$cxx" -print-file-name=libstdc++.so)"
+    done
+    echo "exported C++ runtime symbols: $(nm -D --defined-only rubikkit/_C*.so | grep -c -E ' (__cxa_|_ZNSt|_ZTVN10__cxxabiv)')"
+  } 2>&1 | tee -a "$log" || true
   "$py" -m rubikkit info 2>&1 | tee -a "$log"
 }
 
@@ -79,6 +88,7 @@ tests_and_benchmarks() {
     # machine's build through the CPU layer too?
     "$py" -X faulthandler -m pytest -v -p no:cacheprovider tests/test_puzzle_cuda.py \
       tests/test_puzzle.py::test_cpp_layer_checks_its_arguments \
+      tests/test_puzzle.py::test_extension_has_one_cxx_runtime_of_its_own_choosing \
       tests/test_puzzle.py::test_cuda_entry_point_checks_its_arguments_without_a_gpu \
       >"$out/cuda_tests.log" 2>&1 || say "CUDA kernel tests failed: see cuda_tests.log"
     tail -n 15 "$out/cuda_tests.log" | tee -a "$log"

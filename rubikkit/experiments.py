@@ -1952,8 +1952,11 @@ def _plots(name, recs, cfg, plots_dir: Path) -> list[str]:
 
     lines = []
     metrics = (cfg or {}).get("metrics") or sorted({m for r in recs for m in r["metrics"]})
-    for proto in sorted({r.get("protocol", "") for r in recs}):
-        sub = [r for r in recs if r.get("protocol", "") == proto and r["label_fraction"]]
+    # One plot per table (the tables' protocol groups), so scratch is drawn beside the methods
+    # pre-trained for the same fine-tuning budget, as it stands beside them in the table.
+    for proto, members in _protocol_groups(recs):
+        proto = proto or ""
+        sub = [r for r in members if r["label_fraction"]]
         if len({r["label_fraction"] for r in sub}) < 2:
             continue
         for m in metrics:

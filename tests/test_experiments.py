@@ -870,6 +870,37 @@ def test_table_marks_published_rows_and_page_block(tmp_path):
     assert "adrenal28_scratch_resnet18" in body
 
 
+def test_label_fraction_plots_draw_scratch_beside_the_pretrained(tmp_path, monkeypatch):
+    import rubikkit.results as results
+
+    drawn = []
+    real = results.plot_label_fractions
+
+    def spy(records, *args, **kwargs):
+        drawn.append(sorted({r["method"] for r in records}))
+        return real(records, *args, **kwargs)
+
+    monkeypatch.setattr(results, "plot_label_fractions", spy)
+
+    def rec(method, lf, protocol, seed=0):
+        return dict(method=method, backbone="resnet18", head="classify", label_fraction=lf,
+                    seed=seed, metrics={"auc": 0.6 + lf / 4}, protocol=protocol, device="cpu",
+                    epochs=100, pretrain_epochs=None, experiment="tiny", dataset="d",
+                    split="test", commit="abc", wall_s=1.0)  # fmt: skip
+
+    ft, pt = "fine-tune 100 epochs", ", pre-train 100 epochs"
+    records = [rec(m, lf, ft + (pt if m == "rubik" else "")) for m in ("scratch", "rubik")
+               for lf in (0.1, 1.0)]  # fmt: skip
+    # A scratch budget no pre-training shares gets its own plot.
+    records += [rec("scratch", lf, "fine-tune 10 epochs") for lf in (0.1, 1.0)]
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    body = render_page([path], config_dir=tmp_path / "no-configs", plots_dir=tmp_path / "plots")
+    assert drawn == [["rubik", "scratch"], ["scratch"]]
+    pngs = sorted((tmp_path / "plots").glob("*.png"))
+    assert len(pngs) == 2 and all(f"](plots/{p.name})" in body for p in pngs)
+
+
 def test_tables_list_the_budgets_in_numeric_order():
     def rec(method, epochs, protocol):
         return dict(method=method, backbone="vgg3d", head="proxy", label_fraction=None, seed=0,

@@ -522,16 +522,31 @@ def test_error_probe_tells_a_crash_from_a_raise(monkeypatch):
     assert not ok and "status 0 without raising ValueError" in detail
 
 
+def _dynamic_symbols(path, which):
+    out = subprocess.run(["nm", "-D", which, path], capture_output=True, text=True, check=True)
+    return {line.split()[-1] for line in out.stdout.splitlines() if line.strip()}
+
+
 @requires_kernel
 @pytest.mark.skipif(
-    not sys.platform.startswith("linux") or shutil.which("ldd") is None, reason="needs Linux ldd"
+    not sys.platform.startswith("linux") or not (shutil.which("ldd") and shutil.which("nm")),
+    reason="needs Linux ldd and nm",
 )
-def test_extension_names_libstdcxx_as_a_dependency():
+def test_extension_has_one_cxx_runtime_of_its_own_choosing():
     # Linked by the C driver (`gcc -shared`, as some Pythons' sysconfig asks) without naming
-    # libstdc++, the module depends on whatever libstdc++ the process already holds, if any.
+    # libstdc++, the module depends on whatever libstdc++ the process already holds, if any; a
+    # toolchain with only libstdc++.a links a copy in, which must stay private (and so must
+    # libcudart_static.a's symbols): left visible, another extension's C++ runtime or CUDA
+    # runtime can bind to it, or it to theirs.
     path = puzzle_module._kernel_module().__file__
-    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
-    assert "libstdc++" in out, f"{path} does not depend on libstdc++:\n{out}"
+    ldd = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    needs = _dynamic_symbols(path, "--undefined-only")
+    assert "libstdc++" in ldd or "__cxa_throw" not in needs, (
+        f"{path} throws through a libstdc++ it does not depend on:\n{ldd}"
+    )
+    exported = _dynamic_symbols(path, "--defined-only")
+    leaked = sorted(s for s in exported if s.startswith(("__cxa_", "__gxx_", "cuda", "__cuda")))
+    assert not leaked, f"{path} exports runtime symbols: {leaked[:5]}"
 
 
 # The CUDA entry point checks its arguments before it touches a pointer, so a bad call raises the
