@@ -19,6 +19,10 @@
 # how long). INSTALL=0 skips the install (and with it the checks); EXTRA (environment) is added
 # to every `rubikkit experiment run` (e.g. `--max-steps 2` for a smoke test).
 #
+# A second call on the still-warm machine finds runs/ as the first left it (ignored paths stay), so
+# a run stopped at the deadline resumes from its last.pt; but results/ comes from the sending
+# tree: copy the returned records file into results/ first, or the finished runs are scored again.
+#
 # To $OUT (at most 8 files come back): the config's records file, benchmarks/RESULTS.md (with
 # CHECKS=1), and logs.tgz: one log per lane, the install's and the checks' logs, nvidia-smi
 # samples every 5 s (gpu_util.csv), and every run's log.jsonl and metrics.json.
