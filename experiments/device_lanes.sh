@@ -39,10 +39,14 @@ case "$deadline" in
   '' | *[!0-9]*) echo "DEADLINE_S: expected whole seconds, got '$deadline'" >&2; exit 2 ;;
 esac
 [ -f "$cfg" ] || { echo "CONFIG: $cfg not found" >&2; exit 2; }
+lane_methods=()
+lane_seeds=()
 for lane in "$@"; do
   seeds=${lane#*:}
   methods=scratch
   [ "$seeds" = "$lane" ] || methods=${lane%%:*}
+  lane_methods+=("$methods")
+  lane_seeds+=("$seeds")
   case "$seeds" in
     '' | *[!0-9,]* | ,* | *, | *,,*) echo "LANE: expected [METHODS:]SEEDS like rubik:0 or 1,3, got '$lane'" >&2; exit 2 ;;
   esac
@@ -111,13 +115,8 @@ if [ "${INSTALL:-1}" = 1 ]; then
   inst=$!
 fi
 pids=()
-i=0
-for spec in "$@"; do
-  i=$((i + 1))
-  seeds=${spec#*:}
-  methods=scratch
-  [ "$seeds" = "$spec" ] || methods=${spec%%:*}
-  lane "$methods" "$seeds" >"$logs/lane$i.log" 2>&1 &
+for i in "${!lane_seeds[@]}"; do
+  lane "${lane_methods[$i]}" "${lane_seeds[$i]}" >"$logs/lane$((i + 1)).log" 2>&1 &
   pids+=($!)
 done
 wait "${pids[@]}" || true
