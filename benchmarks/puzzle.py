@@ -4,6 +4,7 @@ One run measures, on the same inputs: the numpy reference, the idiomatic torch v
 flip per cube), the C++ kernel and a plain memcpy of the same number of bytes; with a GPU also the
 CUDA kernel, torch on the GPU and a device-to-device copy, and then (torch.profiler) the device
 time of the kernel and of the copy alone, which splits a call's time into host work and kernel.
+A second table times a small call with and without the Python layer (the host work of a call).
 Bandwidth counts bytes read + written, 2x the output (the op reads exactly the voxels it
 writes). The implementations run interleaved, one call each per round, so that a machine shared
 with other work slows them alike.
@@ -82,6 +83,73 @@ def cuda_timer(fn) -> float:
     stop.record()
     stop.synchronize()
     return start.elapsed_time(stop) / 1e3
+
+
+def host_timer(fn) -> float:
+    """Seconds until ``fn`` returns, the GPU idle before: the host's share of a CUDA call (the
+    kernel it queues runs afterwards); on the CPU the whole call."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def host_work(args) -> list[tuple[str, float]]:
+    """Median seconds per call of the op with and without its Python layer, on a small input.
+
+    The input is the Rubik's cube pre-training batch of AdrenalMNIST3D (``--host-batch`` volumes
+    of 28^3, 12^3 cubes): there the copy is small and a call's cost is mostly fixed work. The
+    rows call ``rubikkit.ops.puzzle`` (argument checks, dispatch) and the compiled entry point
+    directly with the same, already checked arrays; the difference is the Python layer. With a
+    GPU the CUDA rows time the host only: from the call until it returns, the kernel queued.
+    """
+    ext = _ext.extension()
+    if ext is None:
+        return []
+    vols, origins, perms, rots, cube = benchmark_inputs(args.host_batch, 1, 28, 12, seed=args.seed)
+    out = puzzle(vols, origins, cube, perms, rots)
+    fns = {
+        "rubikkit.ops.puzzle, numpy arrays": lambda: puzzle(
+            vols, origins, cube, perms, rots, out=out
+        ),
+        "rubikkit._C.puzzle_cpu alone": lambda: ext.puzzle_cpu(
+            vols, origins, perms, rots, cube, out
+        ),
+    }
+    if torch.cuda.is_available() and _ext.cuda_compiled():
+        gvols = torch.from_numpy(vols).cuda()
+        gout = torch.empty(out.shape, device="cuda")
+        stream = torch.cuda.current_stream().cuda_stream
+        index = torch.cuda.current_device()
+        shape, strides = list(gvols.shape), list(gvols.stride())
+        fns["rubikkit.ops.puzzle, CUDA tensors (host)"] = lambda: puzzle(
+            gvols, origins, cube, perms, rots, out=gout
+        )
+        fns["rubikkit._C.puzzle_cuda alone (host)"] = lambda: ext.puzzle_cuda(
+            gvols.data_ptr(), shape, strides, 4, origins, perms, rots, cube,
+            gout.data_ptr(), gout.numel(), index, stream,
+        )  # fmt: skip
+    return list(run_rounds(fns, args.host_repeat, 20, host_timer).items())
+
+
+def host_table(rows, batch: int) -> str:
+    """The host-work rows with the Python layer's share of each whole call."""
+    t = dict(rows)
+    out = [
+        f"| call ({batch} volumes 1x28^3, 12^3 cubes) | median us | Python layer |",
+        "|---|---:|---:|",
+    ]
+    pairs = (
+        ("rubikkit.ops.puzzle, numpy arrays", "rubikkit._C.puzzle_cpu alone"),
+        ("rubikkit.ops.puzzle, CUDA tensors (host)", "rubikkit._C.puzzle_cuda alone (host)"),
+    )
+    for whole, alone in pairs:
+        if whole in t:
+            share = (t[whole] - t[alone]) / t[whole]
+            out.append(f"| {whole} | {t[whole] * 1e6:.1f} | {100 * share:.0f}% of the call |")
+            out.append(f"| {alone} | {t[alone] * 1e6:.1f} | none |")
+    return "\n".join(out)
 
 
 def device_times(fn, calls: int, match: str, device: str = "cuda") -> list[float]:
@@ -255,7 +323,7 @@ def verdict(cpu, gpu, nbytes, alone=None) -> str:
     return " ".join(lines)
 
 
-def section(args, cpu, gpu, alone, nbytes, load) -> str:
+def section(args, cpu, gpu, alone, nbytes, load, host=()) -> str:
     today = datetime.date.today().isoformat()
     text = [
         SECTION,
@@ -279,6 +347,21 @@ def section(args, cpu, gpu, alone, nbytes, load) -> str:
     if args.note:
         text += ["", args.note]
     text += ["", table(cpu, gpu, nbytes, alone), "", verdict(cpu, gpu, nbytes, alone), ""]
+    if host:
+        text += [
+            "Host work per call: the small input of the Rubik's cube pre-training on "
+            f"AdrenalMNIST3D, median of {args.host_repeat} calls each, interleaved; the compiled "
+            "entry points called directly with the same arrays, the difference being the Python "
+            "layer (argument checks, dispatch)"
+            + (
+                "; CUDA rows: host time until the call returns, the GPU idle before it."
+                if any("CUDA" in name for name, _ in host)
+                else "."
+            ),
+            "",
+            host_table(host, args.host_batch),
+            "",
+        ]
     return "\n".join(text)
 
 
@@ -297,6 +380,8 @@ def main(argv=None) -> int:
         help="repeat the whole measurement and keep the least disturbed run (fastest memcpy)",
     )
     p.add_argument("--pause", type=float, default=20.0, help="seconds between runs")
+    p.add_argument("--host-batch", type=int, default=16, help="volumes of 28^3 in the host rows")
+    p.add_argument("--host-repeat", type=int, default=500, help="timed calls per host row")
     p.add_argument("--note", default="", help="a line recorded with the table (e.g. load)")
     p.add_argument("--write", action="store_true", help=f"record the table in {RESULTS.name}")
     args = p.parse_args(argv)
@@ -314,7 +399,7 @@ def main(argv=None) -> int:
             )
     # The least disturbed run: the one whose plain memcpy was fastest.
     cpu, gpu, alone, nbytes, load = min(runs, key=lambda r: dict(r[0])["memcpy (np.copyto)"])
-    body = section(args, cpu, gpu, alone, nbytes, load)
+    body = section(args, cpu, gpu, alone, nbytes, load, host_work(args))
     print(body)
     if args.write:
         write_section(SECTION, body)

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -38,15 +39,62 @@ std::array<std::uintptr_t, 2> byte_span(const py::buffer_info& info) {
   return {base + lo, base + hi + static_cast<std::uintptr_t>(info.itemsize)};
 }
 
-void check_layout_arrays(const IntArray& origins, const IntArray& perms, const IntArray& rots,
-                         int64_t B) {
-  check_arg(origins.ndim() == 3 && origins.shape(0) == B && origins.shape(2) == 3, "origins",
-            "expected shape (B, M, 3) with B = ", B);
+// The sizes of volumes of `shape` (B, C, D, H, W) cut into cubes of `cube`; M, strides and the
+// item size are left for the caller.
+template <typename Shape>
+Geometry volume_geometry(const Shape& shape, const std::array<int64_t, 3>& cube) {
+  Geometry g;
+  g.B = shape[0];
+  g.C = shape[1];
+  g.D = shape[2];
+  g.H = shape[3];
+  g.W = shape[4];
+  g.cd = cube[0];
+  g.ch = cube[1];
+  g.cw = cube[2];
+  return g;
+}
+
+// "" when origins is (B, M, 3) and perms and rots are (B, M), else the message naming the first
+// misshapen one. B < 0 takes B from origins.
+std::string layout_shape_error(const IntArray& origins, const IntArray& perms,
+                               const IntArray& rots, int64_t B) {
+  if (origins.ndim() != 3 || (B >= 0 && origins.shape(0) != B) || origins.shape(2) != 3) {
+    return B >= 0 ? rubikkit::arg_message("origins", "expected shape (B, M, 3) with B = ", B)
+                  : rubikkit::arg_message("origins", "expected shape (B, M, 3)");
+  }
+  B = origins.shape(0);
   const int64_t M = origins.shape(1);
-  check_arg(perms.ndim() == 2 && perms.shape(0) == B && perms.shape(1) == M, "perms",
-            "expected shape (B, M) = (", B, ", ", M, ")");
-  check_arg(rots.ndim() == 2 && rots.shape(0) == B && rots.shape(1) == M, "rots",
-            "expected shape (B, M) = (", B, ", ", M, ")");
+  if (perms.ndim() != 2 || perms.shape(0) != B || perms.shape(1) != M) {
+    return rubikkit::arg_message("perms", "expected shape (B, M) = (", B, ", ", M, ")");
+  }
+  if (rots.ndim() != 2 || rots.shape(0) != B || rots.shape(1) != M) {
+    return rubikkit::arg_message("rots", "expected shape (B, M) = (", B, ", ", M, ")");
+  }
+  return std::string();
+}
+
+// The Python layer's check of the layout's values: "" or the message of the first bad entry.
+// Returns every error instead of raising it (see find_slots).
+std::string layout_error(const IntArray& origins, const IntArray& perms, const IntArray& rots,
+                         const std::array<int64_t, 3>& volume_dhw,
+                         const std::array<int64_t, 3>& cube) {
+  std::string err = layout_shape_error(origins, perms, rots, -1);
+  if (!err.empty()) return err;
+  const std::array<int64_t, 5> shape = {origins.shape(0), 1, volume_dhw[0], volume_dhw[1],
+                                         volume_dhw[2]};
+  Geometry g = volume_geometry(shape, cube);
+  g.M = origins.shape(1);
+  if (g.M < 1) return rubikkit::arg_message("origins", "need at least one cube (M >= 1)");
+  if (g.cd < 1 || g.ch < 1 || g.cw < 1) {
+    return rubikkit::arg_message("cube_size", "every entry must be >= 1, got (", g.cd, ", ", g.ch,
+                                 ", ", g.cw, ")");
+  }
+  if (g.D < 0 || g.H < 0 || g.W < 0) {
+    return rubikkit::arg_message("volume_shape", "sizes must be >= 0, got (", g.D, ", ", g.H,
+                                 ", ", g.W, ")");
+  }
+  return rubikkit::puzzle::find_slots(g, origins.data(), perms.data(), rots.data(), nullptr);
 }
 
 void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
@@ -63,22 +111,14 @@ void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArr
   check_arg(reinterpret_cast<std::uintptr_t>(oi.ptr) % oi.itemsize == 0, "out",
             "data is not aligned to its item size");
 
-  Geometry g;
-  g.B = vi.shape[0];
-  g.C = vi.shape[1];
-  g.D = vi.shape[2];
-  g.H = vi.shape[3];
-  g.W = vi.shape[4];
-  g.cd = cube[0];
-  g.ch = cube[1];
-  g.cw = cube[2];
+  Geometry g = volume_geometry(vi.shape, cube);
   g.itemsize = vi.itemsize;
   for (int i = 0; i < 5; ++i) {
     check_arg(vi.strides[i] % vi.itemsize == 0, "volumes", "stride ", vi.strides[i],
               " bytes is not a multiple of the item size ", vi.itemsize);
     g.stride[i] = vi.strides[i] / vi.itemsize;
   }
-  check_layout_arrays(origins, perms, rots, g.B);
+  rubikkit::raise_if(layout_shape_error(origins, perms, rots, g.B));
   g.M = origins.shape(1);
   rubikkit::puzzle::check_geometry(g);  // sizes first, so a bad cube_size is named as such
 
@@ -110,18 +150,10 @@ void puzzle_cuda(std::uintptr_t volumes_ptr, const std::vector<int64_t>& shape,
             shape.size());
   check_arg(strides.size() == 5, "volumes", "expected 5 strides, got ", strides.size());
   rubikkit::check_itemsize(itemsize, "volumes");
-  Geometry g;
-  g.B = shape[0];
-  g.C = shape[1];
-  g.D = shape[2];
-  g.H = shape[3];
-  g.W = shape[4];
-  g.cd = cube[0];
-  g.ch = cube[1];
-  g.cw = cube[2];
+  Geometry g = volume_geometry(shape, cube);
   g.itemsize = itemsize;
   for (int i = 0; i < 5; ++i) g.stride[i] = strides[i];
-  check_layout_arrays(origins, perms, rots, g.B);
+  rubikkit::raise_if(layout_shape_error(origins, perms, rots, g.B));
   g.M = origins.shape(1);
   const auto slots = rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
   check_arg(out_numel == g.out_numel(), "out", "has ", out_numel,
@@ -166,6 +198,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"),
         "Puzzle kernel on host buffers: volumes (B, C, D, H, W) any strides; origins (B, M, 3), "
         "perms (B, M), rots (B, M) C-contiguous int64; out (B, M, C, d, h, w) C-contiguous.");
+
+  m.def("layout_error", &layout_error, py::arg("origins").noconvert(),
+        py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("volume_dhw"),
+        py::arg("cube_size"),
+        "Checks a puzzle layout without raising: origins (B, M, 3), perms (B, M), rots (B, M) "
+        "C-contiguous int64 against the volume's (D, H, W) and the cube size; returns '' or the "
+        "message of the first bad entry, naming the argument.");
 
 #if defined(RUBIKKIT_WITH_CUDA)
   m.def("puzzle_cuda", &puzzle_cuda, py::arg("volumes_ptr"), py::arg("shape"), py::arg("strides"),

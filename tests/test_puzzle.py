@@ -368,17 +368,80 @@ def _replace(args, **kw):
         ({"perms": np.tile(np.arange(7), (2, 1))}, ValueError, "perms: expected shape"),
         ({"perms": np.arange(8)}, ValueError, "perms: expected 2 dimensions"),
         ({"perms": np.tile(np.arange(8.0), (2, 1))}, TypeError, "perms: expected an integer"),
-        ({"rots": np.full((2, 8), 4)}, ValueError, "rots: rotation codes are 0..3"),
-        ({"rots": np.full((2, 8), -1)}, ValueError, "rots: rotation codes are 0..3"),
+        ({"rots": np.full((2, 8), 4)}, ValueError, r"rots: entry \[0, 0\] = 4 is not a rotation"),
+        ({"rots": np.full((2, 8), -1)}, ValueError, "rots: entry .* = -1 is not a rotation"),
         ({"rots": np.zeros((2, 7), int)}, ValueError, "rots: expected shape"),
         ({"rots": np.zeros((1, 8), int)}, ValueError, "rots: expected shape"),
         ({"rots": np.zeros((2, 8), bool)}, TypeError, "rots: expected an integer"),
     ],
 )
-def test_bad_arguments_raise_naming_the_argument(kw, error, match):
+@pytest.mark.parametrize("checks", ["compiled", "python"])
+def test_bad_arguments_raise_naming_the_argument(kw, error, match, checks, monkeypatch):
+    if checks == "python":  # the layout's values checked by reference.layout_error
+        monkeypatch.setattr(puzzle_module, "_kernel_module", lambda: None)
     args = _replace(_args(), **kw)
     with pytest.raises(error, match=match):
         puzzle(**args)
+
+
+@st.composite
+def bad_layouts(draw):
+    """A valid layout, then (mostly) one entry spoilt: a cell out of range or repeated, a code
+    out of 0..3, or a corner that puts its cube outside the volume."""
+    B, M = draw(st.integers(1, 4)), draw(st.sampled_from([1, 2, 8, 27]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    dhw = tuple(draw(st.integers(3, 12)) for _ in range(3))
+    cube = tuple(draw(st.integers(1, n)) for n in dhw)
+    origins = np.stack(
+        [rng.integers(0, [n - c + 1 for n, c in zip(dhw, cube)], size=(M, 3)) for _ in range(B)]
+    ).astype(np.int64)
+    perms = np.stack([rng.permutation(M) for _ in range(B)]).astype(np.int64)
+    rots = rng.integers(0, 4, size=(B, M)).astype(np.int64)
+    b, m = draw(st.integers(0, B - 1)), draw(st.integers(0, M - 1))
+    spoil = draw(st.sampled_from(["none", "cell", "repeat", "code", "corner"]))
+    if spoil == "cell":
+        perms[b, m] = draw(st.sampled_from([-1, M, M + 5, -(2**40)]))
+    elif spoil == "repeat" and M > 1:
+        perms[b, m] = perms[b, (m + 1) % M]
+    elif spoil == "code":
+        rots[b, m] = draw(st.sampled_from([-1, 4, 2**33]))
+    elif spoil == "corner":
+        axis = draw(st.integers(0, 2))
+        origins[b, m, axis] = draw(st.sampled_from([-1, dhw[axis] - cube[axis] + 1, 2**40]))
+    return origins, perms, rots, dhw, cube, spoil
+
+
+@requires_kernel
+@SETTINGS
+@given(case=bad_layouts())
+def test_compiled_layout_check_says_what_the_reference_says(case):
+    origins, perms, rots, dhw, cube, spoil = case
+    got = puzzle_module._kernel_module().layout_error(origins, perms, rots, dhw, cube)
+    assert got == reference.layout_error(origins, perms, rots, dhw, cube)
+    if spoil == "none":
+        assert got == ""
+    elif spoil != "repeat" or perms.shape[1] > 1:
+        assert re.match(r"(perms|rots|origins): ", got), got
+
+
+@requires_kernel
+def test_compiled_layout_check_returns_shape_errors_instead_of_raising():
+    C = puzzle_module._kernel_module()
+    origins, perms, rots = puzzle_layout(2, (2, 1, 9, 9, 9), 2, 4, 0)
+    assert C.layout_error(origins, perms, rots, (9, 9, 9), (4, 4, 4)) == ""
+    cases = [
+        ((origins[..., :2].copy(), perms, rots, (9, 9, 9), (4, 4, 4)), "origins: expected shape"),
+        ((origins, perms[:1].copy(), rots, (9, 9, 9), (4, 4, 4)), r"perms: expected shape \(B, M\)"),
+        ((origins, perms, rots[:, :3].copy(), (9, 9, 9), (4, 4, 4)), "rots: expected shape"),
+        ((origins[:, :0].copy(), perms[:, :0].copy(), rots[:, :0].copy(), (9, 9, 9), (4, 4, 4)),
+         "origins: need at least one cube"),
+        ((origins, perms, rots, (9, 9, 9), (4, 0, 4)), "cube_size: every entry must be >= 1"),
+        ((origins, perms, rots, (9, -1, 9), (4, 4, 4)), "volume_shape: sizes must be >= 0"),
+    ]  # fmt: skip
+    for args, match in cases:
+        assert re.match(match, C.layout_error(*args)), args
+    with pytest.raises(TypeError):  # int64 C-contiguous only, like the kernels
+        C.layout_error(origins.astype(np.int32), perms, rots, (9, 9, 9), (4, 4, 4))
 
 
 def test_bad_out_raises_naming_out():
@@ -467,11 +530,11 @@ def test_cpp_layer_checks_its_arguments():
     big = perms.copy()
     big[0, 0] = 8
     cases = [
-        ({"origins": far}, "origins: cube of cell 5 in sample 1"),
-        ({"origins": neg}, "origins: cube of cell 0 in sample 0"),
+        ({"origins": far}, "origins: the cube of cell 5 in sample 1"),
+        ({"origins": neg}, "origins: the cube of cell 0 in sample 0"),
         ({"origins": origins[:1].copy()}, "origins: expected shape"),
-        ({"perms": dup}, "perms: row 1 repeats"),
-        ({"perms": big}, "perms: entry \\[0, 0\\] = 8"),
+        ({"perms": dup}, r"perms: row 1 = .* \(it repeats cell"),
+        ({"perms": big}, r"perms: row 0 = .* \(entry \[0, 0\] = 8 is outside"),
         ({"perms": perms[:, :4].copy()}, "perms: expected shape"),
         ({"rots": np.full((2, 8), 4, np.int64)}, "rots: entry \\[0, 0\\] = 4"),
         ({"rots": np.full((2, 8), -2, np.int64)}, "rots: entry"),
@@ -588,7 +651,7 @@ print("torch loaded:", "torch" in sys.modules)
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("origins", "ValueError: origins: cube of cell 4 in sample 0 at \\(10, 6, 6\\)"),
+        ("origins", "ValueError: origins: the cube of cell 4 in sample 0 at .* = \\(10, 6, 6\\)"),
         ("out", "ValueError: out: has 7 elements"),
         ("itemsize", "ValueError: volumes: unsupported item size 3"),
     ],

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from rubikkit import _ext
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,9 +36,12 @@ def test_device_times_counts_one_event_per_matching_call(bench):
 
 def test_small_run_prints_the_cpu_table(bench, capsys):
     args = ["--batch", "2", "--size", "32", "--cube", "12", "--repeat", "2", "--warmup", "0"]
-    assert bench.main(args) == 0
+    assert bench.main([*args, "--host-batch", "2", "--host-repeat", "3"]) == 0
     out = capsys.readouterr().out
     assert "| numpy reference |" in out and "| memcpy (np.copyto) |" in out
+    if _ext.extension() is not None:  # the host rows need the compiled entry points
+        assert "| call (2 volumes 1x28^3, 12^3 cubes) |" in out
+        assert re.search(r"\| rubikkit\.ops\.puzzle, numpy arrays \| [\d.]+ \| -?\d+% of", out)
     if not torch.cuda.is_available():
         assert "CUDA: no GPU on this machine, not measured." in out
 
@@ -60,3 +66,18 @@ def test_profiled_rows_get_their_own_table_and_verdict(bench):
     assert "reaches 50% of the copy's bandwidth" in verdict
     missing = bench.verdict(cpu, gpu, nbytes, {"copy": 1e-4})
     assert "no kernel or no copy events" in missing
+
+
+def test_host_table_gives_the_python_layers_share(bench):
+    rows = [
+        ("rubikkit.ops.puzzle, numpy arrays", 40e-6),
+        ("rubikkit._C.puzzle_cpu alone", 30e-6),
+        ("rubikkit.ops.puzzle, CUDA tensors (host)", 500e-6),
+        ("rubikkit._C.puzzle_cuda alone (host)", 400e-6),
+    ]
+    text = bench.host_table(rows, 16)
+    assert "| call (16 volumes 1x28^3, 12^3 cubes) |" in text
+    assert "| rubikkit.ops.puzzle, numpy arrays | 40.0 | 25% of the call |" in text
+    assert "| rubikkit.ops.puzzle, CUDA tensors (host) | 500.0 | 20% of the call |" in text
+    assert "| rubikkit._C.puzzle_cuda alone (host) | 400.0 | none |" in text
+    assert "CUDA" not in bench.host_table(rows[:2], 16)  # no GPU: the CPU pair only

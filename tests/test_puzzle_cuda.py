@@ -166,7 +166,7 @@ else:
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("origins", "ValueError: origins: cube of cell"),
+        ("origins", "ValueError: origins: the cube of cell"),
         ("out", "ValueError: out: has"),
         ("itemsize", "ValueError: volumes: unsupported item size"),
     ],

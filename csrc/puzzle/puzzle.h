@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #if defined(__CUDACC__)
@@ -43,9 +44,17 @@ RUBIKKIT_HD bool reverses_w(int64_t rot) { return rot == 1 || rot == 3; }
 // Checks sizes, strides and item size; throws std::invalid_argument naming the argument.
 void check_geometry(const Geometry& g);
 
-// Checks origins (B, M, 3), perms (B, M) and rots (B, M) (all C-contiguous int64) against the
-// geometry (perms rows are permutations, codes in 0..3, every cube inside the volume) and
-// returns the slot table. Throws std::invalid_argument naming the argument.
+// Checks the values of origins (B, M, 3), perms (B, M) and rots (B, M) (all C-contiguous int64)
+// against g, whose sizes are valid (check_geometry): rows of perms are permutations of 0..M-1,
+// codes are 0..3, every cube lies inside the volume. Writes the slot table to `slots` (B * M
+// entries) unless it is null. Returns "" or the message of the first bad entry in row order,
+// "<argument>: ...". Throws nothing but std::bad_alloc, so the Python layer checks values through
+// it (rubikkit._C.layout_error) even where a C++ exception could not reach Python.
+std::string find_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
+                       const int64_t* rots, Slot* slots);
+
+// check_geometry, then find_slots into a new table; throws std::invalid_argument naming the
+// argument.
 std::vector<Slot> resolve_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
                                 const int64_t* rots);
 

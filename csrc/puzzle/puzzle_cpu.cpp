@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <vector>
 
 #include "utils/checks.h"
@@ -45,38 +47,68 @@ void check_geometry(const Geometry& g) {
   checked_mul(n, g.itemsize, "out");
 }
 
-std::vector<Slot> resolve_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
-                                const int64_t* rots) {
-  check_geometry(g);
+namespace {
+
+// "[p0, p1, ...]": row b of perms, for messages.
+std::string row_text(const int64_t* row, int64_t M) {
+  std::ostringstream os;
+  os << '[';
+  for (int64_t m = 0; m < M; ++m) os << (m ? ", " : "") << row[m];
+  os << ']';
+  return os.str();
+}
+
+}  // namespace
+
+std::string find_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
+                       const int64_t* rots, Slot* slots) {
   const int64_t B = g.B, M = g.M;
-  if (B > 0) {
-    check_arg(origins != nullptr, "origins", "null data");
-    check_arg(perms != nullptr, "perms", "null data");
-    check_arg(rots != nullptr, "rots", "null data");
+  if (B > 0 && M > 0) {
+    if (origins == nullptr) return arg_message("origins", "null data");
+    if (perms == nullptr) return arg_message("perms", "null data");
+    if (rots == nullptr) return arg_message("rots", "null data");
   }
-  std::vector<Slot> slots(static_cast<size_t>(B * M));
   std::vector<char> seen(static_cast<size_t>(M));
   for (int64_t b = 0; b < B; ++b) {
     std::fill(seen.begin(), seen.end(), 0);
+    const int64_t* row = perms + b * M;
     for (int64_t m = 0; m < M; ++m) {
-      const int64_t cell = perms[b * M + m];
-      check_arg(cell >= 0 && cell < M, "perms", "entry [", b, ", ", m, "] = ", cell,
-                " is outside 0..", M - 1);
-      check_arg(!seen[cell], "perms", "row ", b, " repeats cell ", cell,
-                " (rows must be permutations)");
+      const int64_t cell = row[m];
+      if (cell < 0 || cell >= M) {
+        return arg_message("perms", "row ", b, " = ", row_text(row, M),
+                           " is not a permutation of 0..", M - 1, " (entry [", b, ", ", m,
+                           "] = ", cell, " is outside 0..", M - 1, ")");
+      }
+      if (seen[cell]) {
+        return arg_message("perms", "row ", b, " = ", row_text(row, M),
+                           " is not a permutation of 0..", M - 1, " (it repeats cell ", cell, ")");
+      }
       seen[cell] = 1;
       const int64_t rot = rots[b * M + m];
-      check_arg(rot >= 0 && rot <= 3, "rots", "entry [", b, ", ", m, "] = ", rot,
-                " is not a rotation code 0..3");
+      if (rot < 0 || rot > 3) {
+        return arg_message("rots", "entry [", b, ", ", m, "] = ", rot,
+                           " is not a rotation code 0..3 (none, horizontal, vertical, both)");
+      }
       const int64_t* o = origins + (b * M + cell) * 3;
-      check_arg(o[0] >= 0 && o[1] >= 0 && o[2] >= 0 && o[0] <= g.D - g.cd && o[1] <= g.H - g.ch &&
-                    o[2] <= g.W - g.cw,
-                "origins", "cube of cell ", cell, " in sample ", b, " at (", o[0], ", ", o[1], ", ",
-                o[2], ") with size (", g.cd, ", ", g.ch, ", ", g.cw,
-                ") is out of bounds of the volume (", g.D, ", ", g.H, ", ", g.W, ")");
-      slots[b * M + m] = Slot{o[0], o[1], o[2], rot};
+      if (o[0] < 0 || o[1] < 0 || o[2] < 0 || o[0] > g.D - g.cd || o[1] > g.H - g.ch ||
+          o[2] > g.W - g.cw) {
+        return arg_message("origins", "the cube of cell ", cell, " in sample ", b,
+                           " at (d, h, w) = (", o[0], ", ", o[1], ", ", o[2], ") with size (",
+                           g.cd, ", ", g.ch, ", ", g.cw,
+                           ") is out of bounds of the volume (D, H, W) = (", g.D, ", ", g.H, ", ",
+                           g.W, ")");
+      }
+      if (slots != nullptr) slots[b * M + m] = Slot{o[0], o[1], o[2], rot};
     }
   }
+  return std::string();
+}
+
+std::vector<Slot> resolve_slots(const Geometry& g, const int64_t* origins, const int64_t* perms,
+                                const int64_t* rots) {
+  check_geometry(g);
+  std::vector<Slot> slots(static_cast<size_t>(g.B * g.M));
+  raise_if(find_slots(g, origins, perms, rots, slots.data()));
   return slots;
 }
 

@@ -24,14 +24,25 @@ void append(std::ostringstream& os, T&& first, Rest&&... rest) {
 }
 }  // namespace detail
 
+// "<arg>: <message parts...>", the form of every argument error.
+template <typename... Parts>
+std::string arg_message(const char* arg, Parts&&... parts) {
+  std::ostringstream os;
+  os << arg << ": ";
+  detail::append(os, std::forward<Parts>(parts)...);
+  return os.str();
+}
+
 // Throws std::invalid_argument("<arg>: <message parts...>") unless cond holds.
 template <typename... Parts>
 inline void check_arg(bool cond, const char* arg, Parts&&... parts) {
   if (cond) return;
-  std::ostringstream os;
-  os << arg << ": ";
-  detail::append(os, std::forward<Parts>(parts)...);
-  throw std::invalid_argument(os.str());
+  throw std::invalid_argument(arg_message(arg, std::forward<Parts>(parts)...));
+}
+
+// Throws std::invalid_argument(message) when a non-throwing check returned one.
+inline void raise_if(const std::string& message) {
+  if (!message.empty()) throw std::invalid_argument(message);
 }
 
 // Item sizes the copy kernels are instantiated for.

@@ -52,7 +52,7 @@ def int_array(value, name: str, ndim) -> np.ndarray:
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch tensor, maybe on a GPU
         value = value.detach().cpu().numpy()
     arr = np.asarray(value)
-    if arr.dtype == np.bool_ or not (arr.size == 0 or np.issubdtype(arr.dtype, np.integer)):
+    if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind != "b"):
         raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if arr.ndim not in allowed:

@@ -2,7 +2,8 @@
 
 This is the definition the compiled kernels are tested against, and the version the tutorial
 walks through. It does no argument checking: :func:`rubikkit.ops.puzzle` validates first and then
-calls a compiled kernel, or this code when no kernel is built.
+calls a compiled kernel, or this code when no kernel is built. :func:`layout_error` spells out the
+checks of a layout's values, which the compiled module makes in one pass.
 
 The puzzle (Zhuang et al., MICCAI 2019, Sec. 2.2) has three steps for every sample ``b``:
 
@@ -94,3 +95,40 @@ def unpuzzle(cubes, origins, perms, rots, volume_shape):
                 cubes[b, m], rots[b, m]
             )
     return volumes
+
+
+def layout_error(origins, perms, rots, volume_dhw, cube_size) -> str:
+    """What is wrong with a puzzle layout: ``""``, or the message of the first bad entry.
+
+    ``origins`` (B, M, 3), ``perms`` and ``rots`` (B, M) are int arrays of those shapes. Entries
+    are visited in row order, slot by slot, and each slot is checked for: a cell in 0..M-1 not
+    taken by an earlier slot of its row (rows are permutations), a rotation code in 0..3, and the
+    cube of its cell inside the volume ``volume_dhw`` (D, H, W). The message starts with the name
+    of the argument at fault, as :func:`rubikkit.ops.puzzle` raises it. ``rubikkit._C.layout_error``
+    returns the same messages; this version is the fallback without it.
+    """
+    M = len(perms[0]) if len(perms) else 0
+    corners = np.asarray(origins).tolist()
+    cube = tuple(int(c) for c in cube_size)
+    dhw = tuple(int(n) for n in volume_dhw)
+    for b, (row, codes) in enumerate(zip(np.asarray(perms).tolist(), np.asarray(rots).tolist())):
+        not_perm = f"perms: row {b} = {row} is not a permutation of 0..{M - 1}"
+        seen = set()
+        for m, (cell, code) in enumerate(zip(row, codes)):
+            if not 0 <= cell < M:
+                return f"{not_perm} (entry [{b}, {m}] = {cell} is outside 0..{M - 1})"
+            if cell in seen:
+                return f"{not_perm} (it repeats cell {cell})"
+            seen.add(cell)
+            if not 0 <= code <= 3:
+                return (
+                    f"rots: entry [{b}, {m}] = {code} is not a rotation code 0..3 "
+                    "(none, horizontal, vertical, both)"
+                )
+            corner = tuple(corners[b][cell])
+            if any(c < 0 or c + s > n for c, s, n in zip(corner, cube, dhw)):
+                return (
+                    f"origins: the cube of cell {cell} in sample {b} at (d, h, w) = {corner} "
+                    f"with size {cube} is out of bounds of the volume (D, H, W) = {dhw}"
+                )
+    return ""
