@@ -91,9 +91,11 @@ class BuildExt(build_ext):
             cu_sources = [s for s in ext.sources if s.endswith(".cu")]
             ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
             if nvcc and cu_sources:
-                ext.extra_objects = list(ext.extra_objects or []) + self._nvcc_compile(
-                    nvcc, cu_sources, ext.include_dirs
-                )
+                cu_objects = self._nvcc_compile(nvcc, cu_sources, ext.include_dirs)
+                ext.extra_objects = list(ext.extra_objects or []) + cu_objects
+                # build_ext relinks only when a source or dependency is newer than the module:
+                # a rebuilt .cu object must count, or a change to a kernel alone never lands.
+                ext.depends = list(ext.depends or []) + cu_objects
                 ext.define_macros = list(ext.define_macros or []) + [("RUBIKKIT_WITH_CUDA", "1")]
                 ext.library_dirs = list(ext.library_dirs or []) + [str(_cudart_dir(nvcc))]
                 # Static cudart: the module then needs only the driver (libcuda) at run time,
@@ -149,6 +151,7 @@ def _extensions():
         Pybind11Extension(
             "rubikkit._C",
             sources=cpp + cu,
+            depends=sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.h")),
             include_dirs=[str(CSRC)],
             cxx_std=17,
             extra_compile_args=["-O3", *openmp],

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs of one config in several processes side by side on one GPU ("lanes"), each lane running
-# its seeds one after another, while rubikkit installs with its CUDA kernels in the background
-# (the training does not need the compiled extension: the puzzle op falls back to torch until the
-# install is done). One training step of the 28^3 recipe keeps an H200 busy about half of the
+# its seeds one after another, while rubikkit's CUDA kernels are built and tested in a copy of the
+# tree in the background (the training does not need the compiled extension: the puzzle op falls
+# back to torch). The compiled module joins this tree, and so the lanes' next runs, only once the
+# kernel's tests have passed; if they fail, the lanes keep the fallback. One training step of the 28^3 recipe keeps an H200 busy about half of the
 # loop's time (benchmarks/RESULTS.md), so two lanes may finish more runs in a lease than one.
 #
 #     bash experiments/device_lanes.sh DEADLINE_S CONFIG LANE [LANE ...]
@@ -13,11 +14,11 @@
 # DEADLINE_S: seconds after the start when a run still going is stopped (its record is then not
 # written; the records already written stay). Each lane gets nproc / lanes CPU threads.
 #
-# CHECKS=1 (environment): once the install is done, run the CUDA kernel tests, then the puzzle
-# benchmark (`--write`) with the lanes' processes paused (SIGSTOP, then SIGCONT) so that it times
-# a quiet GPU; the paused seconds count in the wall time of the runs going then (the log says
-# how long). INSTALL=0 skips the install (and with it the checks); EXTRA (environment) is added
-# to every `rubikkit experiment run` (e.g. `--max-steps 2` for a smoke test).
+# CHECKS=1 (environment): once the kernels have joined, run the puzzle benchmark (`--write`) with
+# the lanes' processes paused (SIGSTOP, then SIGCONT) so that it times a quiet GPU; the paused
+# seconds count in the wall time of the runs going then (the log says how long). INSTALL=0 skips
+# the build (and with it the tests and the benchmark): the lanes use whatever module the tree has.
+# EXTRA (environment) is added to every `rubikkit experiment run` (e.g. `--max-steps 2`).
 #
 # A second call on the still-warm machine finds runs/ as the first left it (ignored paths stay), so
 # a run stopped at the deadline resumes from its last.pt; but results/ comes from the sending
@@ -73,14 +74,23 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 checks() {
-  # device_run.sh's install step alone (pip's full output to install.log, its summary to
-  # device_run.log), then, with CHECKS=1, its CUDA tests and the puzzle benchmark.
-  OUT=$logs STEPS=install nice bash experiments/device_run.sh 0 >/dev/null 2>&1 ||
-    { echo "== $SECONDS s: install failed"; return 1; }
-  echo "== $SECONDS s: install done"
+  # device_run.sh's install and CUDA tests in a copy of the tree (logs: device_run.log,
+  # install.log, cuda_tests.log, cpp_errors.log), then, with CHECKS=1, the puzzle benchmark here.
+  local stage rc=0 so
+  stage=$(mktemp -d)
+  tar -cf - --exclude=./runs --exclude=./results --exclude=./.device_data --exclude=./build \
+    --exclude=./.git . | tar -xf - -C "$stage"
+  (cd "$stage" && PYTHONPATH=$stage OUT=$logs STEPS="install test" nice bash \
+    experiments/device_run.sh 0) >/dev/null 2>&1 || rc=$?
+  case $rc in
+    0) ;;
+    4) echo "== $SECONDS s: CUDA kernel tests FAILED: the lanes keep the torch fallback"; return 1 ;;
+    *) echo "== $SECONDS s: install or tests did not run (status $rc)"; return 1 ;;
+  esac
+  so=$(basename "$stage"/rubikkit/_C*.so)
+  cp "$stage/rubikkit/$so" "rubikkit/.$so.part" && mv "rubikkit/.$so.part" "rubikkit/$so"
+  echo "== $SECONDS s: kernels built and tested; runs starting from now use them"
   [ "${CHECKS:-0}" = 1 ] || return 0
-  OUT=$logs STEPS=test bash experiments/device_run.sh 0 >/dev/null 2>&1 || true
-  echo "== $SECONDS s: CUDA tests done"
   local t0=$SECONDS
   pkill -STOP -f "rubikkit experiment run" || true
   echo "== $SECONDS s: lanes paused for the puzzle benchmark"
@@ -109,6 +119,15 @@ lane() {
   echo "== $SECONDS s: lane done"
 }
 
+# A process and everything it started (the checks' install, tests and benchmark).
+kill_tree() {
+  local child
+  kill -STOP "$1" 2>/dev/null || return 0  # no new children meanwhile
+  for child in $(pgrep -P "$1" || true); do kill_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+  kill -CONT "$1" 2>/dev/null || true
+}
+
 inst=
 if [ "${INSTALL:-1}" = 1 ]; then
   checks >"$logs/checks.log" 2>&1 &
@@ -124,7 +143,10 @@ if [ -n "$inst" ]; then
   # The checks pause the lanes only while they run; past the deadline they are not waited for.
   left=$((deadline - SECONDS))
   if [ "$left" -gt 0 ] && kill -0 "$inst" 2>/dev/null; then timeout "$left" tail --pid="$inst" -f /dev/null || true; fi
-  kill "$inst" 2>/dev/null && echo "checks stopped at the deadline" >>"$logs/checks.log" || true
+  if kill -0 "$inst" 2>/dev/null; then
+    kill_tree "$inst"
+    echo "checks stopped at the deadline" >>"$logs/checks.log"
+  fi
   pkill -CONT -f "rubikkit experiment run" || true
 fi
 [ -z "$smi" ] || kill "$smi" 2>/dev/null || true
@@ -133,6 +155,10 @@ runs=()
 if [ -d "runs/$name" ]; then
   while IFS= read -r f; do runs+=("$f"); done < <(find "runs/$name" -name log.jsonl -o -name metrics.json)
 fi
-tar -czf "$out/logs.tgz" -C "$logs" . -C "$PWD" ${runs[@]+"${runs[@]}"}
+if [ ${#runs[@]} -gt 0 ]; then
+  tar -czf "$out/logs.tgz" -C "$logs" . -C "$PWD" "${runs[@]}"
+else
+  tar -czf "$out/logs.tgz" -C "$logs" .
+fi
 tail -n 4 "$logs"/lane*.log "$logs/checks.log" 2>/dev/null || true
 [ ! -f "$logs/puzzle_bench.log" ] || tail -n 25 "$logs/puzzle_bench.log"

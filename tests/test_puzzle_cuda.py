@@ -94,6 +94,30 @@ def test_cuda_kernel_runs_on_the_current_stream():
     _check(src, origins, (16, 16, 16), perms, rots, out)
 
 
+def test_cuda_call_does_not_wait_for_the_stream():
+    # The slot table rides in the kernel's parameters: no copy from pageable host memory, which
+    # may wait for the work queued before it. So the call returns while the stream still sleeps.
+    rng = np.random.default_rng(5)
+    vols = torch_volumes((16, 1, 28, 28, 28), "float32", "contiguous", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(16, vols.shape, 2, 12, rng)
+    puzzle(vols, origins, 12, perms, rots)  # warm (first call loads the module's kernels)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)  # about a second of GPU time, queued first
+    out = puzzle(vols, origins, 12, perms, rots)
+    assert not torch.cuda.current_stream().query(), "the call waited for the stream"
+    _check(vols, origins, (12, 12, 12), perms, rots, out)
+
+
+@pytest.mark.parametrize("B", [8, 9, 121, 250])
+def test_cuda_slot_table_in_several_launches(B):
+    # 64 slots fit the small parameter chunk, 72 the large one; 968 and 2000 need two and three
+    # launches of the large chunk (960 slots with CUDA >= 12.1, 112 before).
+    rng = np.random.default_rng(B)
+    vols = torch_volumes((B, 2, 9, 8, 10), "int16", "strided", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(B, vols.shape, 2, (4, 3, 5), rng)
+    _check(vols, origins, (4, 3, 5), perms, rots, puzzle(vols, origins, (4, 3, 5), perms, rots))
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_cuda_kernel_on_another_device_keeps_current_device():
     rng = np.random.default_rng(3)

@@ -1,11 +1,16 @@
 // CUDA side of the puzzle op: same semantics as puzzle_cpu.cpp, runtime API only.
 //
-// The slot table is resolved and checked on the host (resolve_slots, shared with the CPU path),
-// copied to a stream-ordered device buffer, and read by a kernel where each warp copies one
-// output row of cw elements: consecutive lanes touch consecutive addresses (descending ones for a
-// reversed W axis), so loads and stores stay coalesced.
+// The slot table is resolved and checked on the host (resolve_slots, shared with the CPU path)
+// and travels to the GPU inside the kernel's parameters, in chunks of up to kLargeChunk slots
+// per launch (one launch for any usual batch). So a call allocates nothing on the device and
+// makes no host-to-device copy: a copy from pageable host memory may wait for the work already
+// queued on the stream, which would stall a training loop that queues its next step meanwhile.
+// Each warp copies one output row of cw elements: consecutive lanes touch consecutive addresses
+// (descending ones for a reversed W axis), so loads and stores stay coalesced, and the 32 lanes
+// of a warp read the same slot (a broadcast from the constant bank).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -45,24 +50,48 @@ struct Strides {
   int64_t s[5];
 };
 
+// Kernel parameters above 4 KB need CUDA 12.1 (and Volta or newer: every target here).
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 12010
+constexpr int64_t kLargeChunk = 960;  // 30 KB of slots, within the 32,764 bytes of parameters
+#else
+constexpr int64_t kLargeChunk = 112;  // 3.5 KB, within the 4,096 bytes of parameters
+#endif
+constexpr int64_t kSmallChunk = 64;  // 2 KB: a batch of 8 with 8 cubes, without the large copy
+
+#if defined(__CUDACC_VER_MAJOR__) && \
+    (__CUDACC_VER_MAJOR__ > 11 || (__CUDACC_VER_MAJOR__ == 11 && __CUDACC_VER_MINOR__ >= 7))
+#define RUBIKKIT_GRID_CONSTANT __grid_constant__
+#else
+#define RUBIKKIT_GRID_CONSTANT
+#endif
+
+// A chunk of the slot table, passed by value. __grid_constant__ lets the kernel index it in place
+// (without it a dynamically indexed parameter array is copied to each thread's local memory).
+template <int64_t N>
+struct SlotChunk {
+  Slot s[N];
+};
+
 constexpr int kWarp = 32;
 constexpr int kRowsPerBlock = 8;  // blockDim = (32, 8): one warp per output row
 
-template <typename T>
-__global__ void puzzle_kernel(const T* __restrict__ src, Strides st, const Slot* __restrict__ slots,
+// Rows of this launch: row = ((s * C + c) * cd + z) * ch + y, s counted from the chunk's first
+// slot `first`, whose sample is (first + s) / M; dst points at the chunk's first output row.
+template <typename T, int64_t N>
+__global__ void puzzle_kernel(const T* __restrict__ src, Strides st,
+                              const RUBIKKIT_GRID_CONSTANT SlotChunk<N> chunk, int64_t first,
                               int64_t rows, int64_t M, int64_t C, int64_t cd, int64_t ch,
                               int64_t cw, T* __restrict__ dst) {
   const int64_t step = int64_t(gridDim.x) * kRowsPerBlock;
   for (int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.y; row < rows; row += step) {
-    // row = ((s * C + c) * cd + z) * ch + y with s = b * M + m
     const int64_t y = row % ch;
     int64_t t = row / ch;
     const int64_t z = t % cd;
     t /= cd;
     const int64_t c = t % C;
     const int64_t s = t / C;
-    const int64_t b = s / M;
-    const Slot sl = slots[s];
+    const int64_t b = (first + s) / M;
+    const Slot sl = chunk.s[s];
     const int64_t zs = reverses_d(sl.rot) ? cd - 1 - z : z;
     const int64_t ys = reverses_h(sl.rot) ? ch - 1 - y : y;
     const bool rw = reverses_w(sl.rot);
@@ -75,18 +104,38 @@ __global__ void puzzle_kernel(const T* __restrict__ src, Strides st, const Slot*
   }
 }
 
-template <typename T>
-void launch(const Geometry& g, const Slot* slots, const void* src, void* dst, cudaStream_t stream) {
-  const int64_t rows = g.B * g.M * g.C * g.cd * g.ch;
+// Launches over the slots in chunks of N; the last chunk may be partial.
+template <typename T, int64_t N>
+void launch_chunks(const Geometry& g, const std::vector<Slot>& slots, const T* src, T* dst,
+                   cudaStream_t stream) {
+  const int64_t rows_per_slot = g.C * g.cd * g.ch;
+  const int64_t total = static_cast<int64_t>(slots.size());
   const int64_t max_blocks = int64_t(1) << 20;  // grid-stride loop beyond this
-  int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  if (blocks > max_blocks) blocks = max_blocks;
   Strides st;
   for (int i = 0; i < 5; ++i) st.s[i] = g.stride[i];
-  puzzle_kernel<T><<<static_cast<unsigned>(blocks), dim3(kWarp, kRowsPerBlock), 0, stream>>>(
-      static_cast<const T*>(src), st, slots, rows, g.M, g.C, g.cd, g.ch, g.cw,
-      static_cast<T*>(dst));
-  throw_on_error(cudaGetLastError(), "kernel launch");
+  SlotChunk<N> chunk{};
+  for (int64_t first = 0; first < total; first += N) {
+    const int64_t count = std::min(N, total - first);
+    std::copy(slots.begin() + first, slots.begin() + first + count, chunk.s);
+    const int64_t rows = count * rows_per_slot;
+    const int64_t blocks = std::min((rows + kRowsPerBlock - 1) / kRowsPerBlock, max_blocks);
+    T* chunk_dst = dst + first * rows_per_slot * g.cw;
+    puzzle_kernel<T, N><<<static_cast<unsigned>(blocks), dim3(kWarp, kRowsPerBlock), 0, stream>>>(
+        src, st, chunk, first, rows, g.M, g.C, g.cd, g.ch, g.cw, chunk_dst);
+    throw_on_error(cudaGetLastError(), "kernel launch");
+  }
+}
+
+template <typename T>
+void launch(const Geometry& g, const std::vector<Slot>& slots, const void* src, void* dst,
+            cudaStream_t stream) {
+  const T* in = static_cast<const T*>(src);
+  T* out = static_cast<T*>(dst);
+  if (static_cast<int64_t>(slots.size()) <= kSmallChunk) {
+    launch_chunks<T, kSmallChunk>(g, slots, in, out, stream);
+  } else {
+    launch_chunks<T, kLargeChunk>(g, slots, in, out, stream);
+  }
 }
 
 }  // namespace
@@ -103,39 +152,22 @@ void puzzle_cuda(const Geometry& g, const std::vector<Slot>& slots, const void* 
 
   DeviceGuard guard(device);
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
-  const size_t bytes = slots.size() * sizeof(Slot);
-  // Stream-ordered allocation: the table lives exactly as long as the work that reads it,
-  // without synchronising the caller's stream.
-  Slot* d_slots = nullptr;
-  throw_on_error(cudaMallocAsync(reinterpret_cast<void**>(&d_slots), bytes, stream),
-                 "cudaMallocAsync");
-  cudaError_t err = cudaMemcpyAsync(d_slots, slots.data(), bytes, cudaMemcpyHostToDevice, stream);
-  if (err == cudaSuccess) {
-    try {
-      switch (g.itemsize) {
-        case 1:
-          launch<uint8_t>(g, d_slots, src, dst, stream);
-          break;
-        case 2:
-          launch<uint16_t>(g, d_slots, src, dst, stream);
-          break;
-        case 4:
-          launch<uint32_t>(g, d_slots, src, dst, stream);
-          break;
-        case 8:
-          launch<uint64_t>(g, d_slots, src, dst, stream);
-          break;
-        default:
-          check_itemsize(g.itemsize, "volumes");
-      }
-    } catch (...) {
-      cudaFreeAsync(d_slots, stream);
-      throw;
-    }
+  switch (g.itemsize) {
+    case 1:
+      launch<uint8_t>(g, slots, src, dst, stream);
+      break;
+    case 2:
+      launch<uint16_t>(g, slots, src, dst, stream);
+      break;
+    case 4:
+      launch<uint32_t>(g, slots, src, dst, stream);
+      break;
+    case 8:
+      launch<uint64_t>(g, slots, src, dst, stream);
+      break;
+    default:
+      check_itemsize(g.itemsize, "volumes");
   }
-  cudaError_t free_err = cudaFreeAsync(d_slots, stream);
-  throw_on_error(err, "cudaMemcpyAsync (slot table)");
-  throw_on_error(free_err, "cudaFreeAsync");
 }
 
 int cuda_device_count() {
