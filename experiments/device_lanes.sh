@@ -3,8 +3,9 @@
 # its seeds one after another, while rubikkit's CUDA kernels are built and tested in a copy of the
 # tree in the background (the training does not need the compiled extension: the puzzle op falls
 # back to torch). The compiled module joins this tree, and so the lanes' next runs, only once the
-# kernel's tests have passed; if they fail, the lanes keep the fallback. One training step of the 28^3 recipe keeps an H200 busy about half of the
-# loop's time (benchmarks/RESULTS.md), so two lanes may finish more runs in a lease than one.
+# kernel's tests have passed; if they fail, the lanes keep the fallback. One training step of the
+# 28^3 recipe keeps an H200 busy about half of the loop's time (benchmarks/RESULTS.md), so two
+# lanes may finish more runs in a lease than one.
 #
 #     bash experiments/device_lanes.sh DEADLINE_S CONFIG LANE [LANE ...]
 #
@@ -84,7 +85,10 @@ checks() {
     experiments/device_run.sh 0) >/dev/null 2>&1 || rc=$?
   case $rc in
     0) ;;
-    4) echo "== $SECONDS s: CUDA kernel tests FAILED: the lanes keep the torch fallback"; return 1 ;;
+    4)
+      echo "== $SECONDS s: CUDA kernel tests FAILED: the lanes keep the torch fallback"
+      return 1
+      ;;
     *) echo "== $SECONDS s: install or tests did not run (status $rc)"; return 1 ;;
   esac
   so=$(basename "$stage"/rubikkit/_C*.so)

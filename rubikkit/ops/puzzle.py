@@ -12,8 +12,11 @@ numpy array, CPU tensor       C++ (OpenMP), ``_C``         numpy reference, warn
 CUDA tensor                   CUDA, on the current stream  torch slicing on the GPU, warned once
 ============================  ===========================  =====================================
 
-Python checks every argument and raises ValueError/TypeError naming it; the C++ layer checks
-shapes and bounds again, so a bad call is an exception, never an out-of-bounds read.
+Python checks every argument and raises ValueError/TypeError naming it; the layout's values
+(permutations, rotation codes, cube bounds) are checked in one compiled pass that returns its
+message (``rubikkit._C.layout_error``, or :func:`rubikkit.ops.reference.layout_error` without the
+extension). The C++ kernels' entry points check shapes and bounds again, so a bad direct call is
+an exception, never an out-of-bounds read.
 
 Non-contiguous volumes are passed to the kernels with their strides rather than made contiguous:
 a puzzle reads only the cubes (for 64^3 cubes in a 160^3 volume, half of it), so copying the
