@@ -130,7 +130,24 @@ def host_work(args) -> list[tuple[str, float]]:
             gvols.data_ptr(), shape, strides, 4, origins, perms, rots, cube,
             gout.data_ptr(), gout.numel(), index, stream,
         )  # fmt: skip
-    return list(run_rounds(fns, args.host_repeat, 20, host_timer).items())
+    rows = list(run_rounds(fns, args.host_repeat, 20, host_timer).items())
+    if "rubikkit.ops.puzzle, CUDA tensors (host)" in fns:
+        # The same small call on the device alone, beside a device copy of as many bytes: cubes
+        # of 12^3 have rows of 12 elements, shorter than a warp, unlike the 64^3 case above.
+        gsrc = torch.randn(gout.shape, device="cuda")
+        gdst = torch.empty_like(gsrc)
+        alone = device_rows(
+            {
+                "CUDA kernel, device time": (
+                    fns["rubikkit.ops.puzzle, CUDA tensors (host)"],
+                    "puzzle_kernel",
+                ),
+                "device-to-device copy, device time": (lambda: gdst.copy_(gsrc), "Memcpy DtoD"),
+            },
+            max(1, args.host_repeat // 5),
+        )
+        rows += list(alone.items())
+    return rows
 
 
 def host_table(rows, batch: int) -> str:
@@ -149,6 +166,15 @@ def host_table(rows, batch: int) -> str:
             share = (t[whole] - t[alone]) / t[whole]
             out.append(f"| {whole} | {t[whole] * 1e6:.1f} | {100 * share:.0f}% of the call |")
             out.append(f"| {alone} | {t[alone] * 1e6:.1f} | none |")
+    kernel, copy = t.get("CUDA kernel, device time"), t.get("device-to-device copy, device time")
+    if kernel and copy:
+        out += [
+            "",
+            "| the same call on the device alone (torch.profiler) | mean us | of copy bandwidth |",
+            "|---|---:|---:|",
+            f"| CUDA kernel | {kernel * 1e6:.1f} | {100 * copy / kernel:.0f}% |",
+            f"| device-to-device copy of the output | {copy * 1e6:.1f} | 100% |",
+        ]
     return "\n".join(out)
 
 
@@ -354,7 +380,9 @@ def section(args, cpu, gpu, alone, nbytes, load, host=()) -> str:
             "entry points called directly with the same arrays, the difference being the Python "
             "layer (argument checks, dispatch)"
             + (
-                "; CUDA rows: host time until the call returns, the GPU idle before it."
+                "; CUDA rows: host time until the call returns, the GPU idle before it; then "
+                "the same call's device time alone (torch.profiler, mean of a fifth as many "
+                "calls) against a device copy of as many bytes."
                 if any("CUDA" in name for name, _ in host)
                 else "."
             ),

@@ -57,8 +57,8 @@ Geometry volume_geometry(const Shape& shape, const std::array<int64_t, 3>& cube)
 
 // "" when origins is (B, M, 3) and perms and rots are (B, M), else the message naming the first
 // misshapen one. B < 0 takes B from origins.
-std::string layout_shape_error(const IntArray& origins, const IntArray& perms,
-                               const IntArray& rots, int64_t B) {
+std::string layout_shape_error(const IntArray& origins, const IntArray& perms, const IntArray& rots,
+                               int64_t B) {
   if (origins.ndim() != 3 || (B >= 0 && origins.shape(0) != B) || origins.shape(2) != 3) {
     return B >= 0 ? rubikkit::arg_message("origins", "expected shape (B, M, 3) with B = ", B)
                   : rubikkit::arg_message("origins", "expected shape (B, M, 3)");
@@ -82,7 +82,7 @@ std::string layout_error(const IntArray& origins, const IntArray& perms, const I
   std::string err = layout_shape_error(origins, perms, rots, -1);
   if (!err.empty()) return err;
   const std::array<int64_t, 5> shape = {origins.shape(0), 1, volume_dhw[0], volume_dhw[1],
-                                         volume_dhw[2]};
+                                        volume_dhw[2]};
   Geometry g = volume_geometry(shape, cube);
   g.M = origins.shape(1);
   if (g.M < 1) return rubikkit::arg_message("origins", "need at least one cube (M >= 1)");
@@ -91,8 +91,8 @@ std::string layout_error(const IntArray& origins, const IntArray& perms, const I
                                  ", ", g.cw, ")");
   }
   if (g.D < 0 || g.H < 0 || g.W < 0) {
-    return rubikkit::arg_message("volume_shape", "sizes must be >= 0, got (", g.D, ", ", g.H,
-                                 ", ", g.W, ")");
+    return rubikkit::arg_message("volume_shape", "sizes must be >= 0, got (", g.D, ", ", g.H, ", ",
+                                 g.W, ")");
   }
   return rubikkit::puzzle::find_slots(g, origins.data(), perms.data(), rots.data(), nullptr);
 }
@@ -199,9 +199,8 @@ PYBIND11_MODULE(_C, m) {
         "Puzzle kernel on host buffers: volumes (B, C, D, H, W) any strides; origins (B, M, 3), "
         "perms (B, M), rots (B, M) C-contiguous int64; out (B, M, C, d, h, w) C-contiguous.");
 
-  m.def("layout_error", &layout_error, py::arg("origins").noconvert(),
-        py::arg("perms").noconvert(), py::arg("rots").noconvert(), py::arg("volume_dhw"),
-        py::arg("cube_size"),
+  m.def("layout_error", &layout_error, py::arg("origins").noconvert(), py::arg("perms").noconvert(),
+        py::arg("rots").noconvert(), py::arg("volume_dhw"), py::arg("cube_size"),
         "Checks a puzzle layout without raising: origins (B, M, 3), perms (B, M), rots (B, M) "
         "C-contiguous int64 against the volume's (D, H, W) and the cube size; returns '' or the "
         "message of the first bad entry, naming the argument.");

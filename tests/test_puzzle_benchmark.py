@@ -81,3 +81,16 @@ def test_host_table_gives_the_python_layers_share(bench):
     assert "| rubikkit.ops.puzzle, CUDA tensors (host) | 500.0 | 20% of the call |" in text
     assert "| rubikkit._C.puzzle_cuda alone (host) | 400.0 | none |" in text
     assert "CUDA" not in bench.host_table(rows[:2], 16)  # no GPU: the CPU pair only
+    assert "device alone" not in text  # no profiled device times given
+
+
+def test_host_table_gives_the_small_calls_device_time(bench):
+    rows = [
+        ("rubikkit.ops.puzzle, numpy arrays", 100e-6),
+        ("rubikkit._C.puzzle_cpu alone", 60e-6),
+        ("CUDA kernel, device time", 8e-6),
+        ("device-to-device copy, device time", 2e-6),
+    ]
+    text = bench.host_table(rows, 16)
+    assert "| CUDA kernel | 8.0 | 25% |" in text
+    assert "| device-to-device copy of the output | 2.0 | 100% |" in text

@@ -118,6 +118,23 @@ def test_cuda_slot_table_in_several_launches(B):
     _check(vols, origins, (4, 3, 5), perms, rots, puzzle(vols, origins, (4, 3, 5), perms, rots))
 
 
+@pytest.mark.parametrize("index", ["32-bit", "64-bit"])
+@pytest.mark.parametrize("cw", [1, 5, 12, 16, 31, 32, 33, 70])
+def test_cuda_rows_per_warp(cw, index, monkeypatch):
+    # A row shorter than a warp shares it with 32 // cw - 1 others (cw = 12: two rows, 5: six);
+    # a row of 32 or more takes the whole warp. 9 slots of 15 rows each: 135 rows leave the last
+    # warp and block partial for every cw here. The kernel does its row arithmetic on 32 bits
+    # unless told otherwise (outputs of 2^32 rows are beyond a test's memory).
+    if index == "64-bit":
+        monkeypatch.setenv("RUBIKKIT_PUZZLE_WIDE_INDEX", "1")
+    rng = np.random.default_rng(cw)
+    cube = (3, 5, cw)
+    vols = torch_volumes((3, 1, 7, 16, cw + 2), "uint8", "strided", rng, device="cuda")
+    origins, perms, rots = puzzle_layout(3, vols.shape, (1, 3, 1), cube, rng)
+    rots[:] = np.arange(rots.size).reshape(rots.shape) % 4  # every rotation code
+    _check(vols, origins, cube, perms, rots, puzzle(vols, origins, cube, perms, rots))
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_cuda_kernel_on_another_device_keeps_current_device():
     rng = np.random.default_rng(3)

@@ -93,10 +93,9 @@ std::string find_slots(const Geometry& g, const int64_t* origins, const int64_t*
       if (o[0] < 0 || o[1] < 0 || o[2] < 0 || o[0] > g.D - g.cd || o[1] > g.H - g.ch ||
           o[2] > g.W - g.cw) {
         return arg_message("origins", "the cube of cell ", cell, " in sample ", b,
-                           " at (d, h, w) = (", o[0], ", ", o[1], ", ", o[2], ") with size (",
-                           g.cd, ", ", g.ch, ", ", g.cw,
-                           ") is out of bounds of the volume (D, H, W) = (", g.D, ", ", g.H, ", ",
-                           g.W, ")");
+                           " at (d, h, w) = (", o[0], ", ", o[1], ", ", o[2], ") with size (", g.cd,
+                           ", ", g.ch, ", ", g.cw, ") is out of bounds of the volume (D, H, W) = (",
+                           g.D, ", ", g.H, ", ", g.W, ")");
       }
       if (slots != nullptr) slots[b * M + m] = Slot{o[0], o[1], o[2], rot};
     }
