@@ -122,9 +122,10 @@ def test_cuda_slot_table_in_several_launches(B):
 @pytest.mark.parametrize("cw", [1, 5, 12, 16, 31, 32, 33, 70])
 def test_cuda_rows_per_warp(cw, index, monkeypatch):
     # A row shorter than a warp shares it with 32 // cw - 1 others (cw = 12: two rows, 5: six);
-    # a row of 32 or more takes the whole warp. 9 slots of 15 rows each: 135 rows leave the last
-    # warp and block partial for every cw here. The kernel does its row arithmetic on 32 bits
-    # unless told otherwise (outputs of 2^32 rows are beyond a test's memory).
+    # a row of 17 or more takes a warp of its own. 9 slots of 15 rows each: 135 rows leave the
+    # last block partial for every cw here, and the last warp too where it holds several rows
+    # (cw <= 16). The kernel does its row arithmetic on 32 bits unless told otherwise (outputs of
+    # 2^32 rows are beyond a test's memory).
     if index == "64-bit":
         monkeypatch.setenv("RUBIKKIT_PUZZLE_WIDE_INDEX", "1")
     rng = np.random.default_rng(cw)
