@@ -17,6 +17,7 @@
 #endif
 
 #include "puzzle/puzzle.h"
+#include "puzzle/puzzle_grid.h"
 #include "utils/checks.h"
 
 namespace py = pybind11;
@@ -97,10 +98,22 @@ std::string layout_error(const IntArray& origins, const IntArray& perms, const I
   return rubikkit::puzzle::find_slots(g, origins.data(), perms.data(), rots.data(), nullptr);
 }
 
-void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
-                const IntArray& rots, const std::array<int64_t, 3>& cube, const py::buffer& out) {
-  const py::buffer_info vi = volumes.request();
-  const py::buffer_info oi = out.request();
+// A checked call on host buffers: the geometry, the slot table and both buffers (held, so their
+// pointers stay valid).
+struct HostCall {
+  py::buffer_info vi, oi;
+  Geometry g;
+  std::vector<rubikkit::puzzle::Slot> slots;
+};
+
+HostCall host_call(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
+                   const IntArray& rots, const std::array<int64_t, 3>& cube,
+                   const py::buffer& out) {
+  HostCall call;
+  call.vi = volumes.request();
+  call.oi = out.request();
+  const py::buffer_info& vi = call.vi;
+  const py::buffer_info& oi = call.oi;
   check_arg(vi.ndim == 5, "volumes", "expected 5 dimensions (B, C, D, H, W), got ", vi.ndim);
   rubikkit::check_itemsize(vi.itemsize, "volumes");
   check_arg(oi.itemsize == vi.itemsize, "out", "item size ", oi.itemsize, " differs from volumes' ",
@@ -136,9 +149,48 @@ void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArr
             "shares memory with volumes");
 
   // Bounds, permutations and codes are checked here, before any memory is touched.
-  const auto slots = rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  call.slots = rubikkit::puzzle::resolve_slots(g, origins.data(), perms.data(), rots.data());
+  call.g = g;
+  return call;
+}
+
+void puzzle_cpu(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
+                const IntArray& rots, const std::array<int64_t, 3>& cube, const py::buffer& out) {
+  const HostCall call = host_call(volumes, origins, perms, rots, cube, out);
   py::gil_scoped_release release;
-  rubikkit::puzzle::puzzle_cpu(g, slots, vi.ptr, oi.ptr);
+  rubikkit::puzzle::puzzle_cpu(call.g, call.slots, call.vi.ptr, call.oi.ptr);
+}
+
+void puzzle_grid_on_host(const py::buffer& volumes, const IntArray& origins, const IntArray& perms,
+                         const IntArray& rots, const std::array<int64_t, 3>& cube,
+                         const py::buffer& out, int64_t chunk, int64_t max_blocks, bool wide) {
+  const HostCall call = host_call(volumes, origins, perms, rots, cube, out);
+  py::gil_scoped_release release;
+  rubikkit::puzzle::puzzle_grid_on_host(call.g, call.slots, call.vi.ptr, call.oi.ptr, chunk,
+                                        max_blocks, wide);
+}
+
+// The launch plan of one CUDA launch over `count` slots from slot `first`, for sizes only (no
+// buffers): what the tests read to check where the 32-bit row arithmetic stops.
+py::dict puzzle_launch_plan(const std::vector<int64_t>& bmc, const std::array<int64_t, 3>& cube,
+                            int64_t first, int64_t count, bool wide) {
+  check_arg(bmc.size() == 3, "bmc", "expected (B, M, C), got ", bmc.size(), " values");
+  const std::array<int64_t, 5> shape = {bmc[0], bmc[2], 0, 0, 0};  // no volume: sizes only
+  Geometry g = volume_geometry(shape, cube);
+  g.M = bmc[1];
+  g.itemsize = 1;
+  rubikkit::puzzle::check_geometry(g);
+  check_arg(first >= 0 && count >= 1 && first + count <= g.B * g.M, "count",
+            "slots [first, first + count) must lie in [0, B * M), got first = ", first,
+            ", count = ", count);
+  const auto p = rubikkit::puzzle::plan_chunk(g, first, count, wide);
+  py::dict d;
+  d["rows"] = p.rows;
+  d["blocks"] = p.blocks;
+  d["span"] = p.map.span;
+  d["rows_per_warp"] = p.map.rows_per_warp;
+  d["narrow"] = p.narrow;
+  return d;
 }
 
 #if defined(RUBIKKIT_WITH_CUDA)
@@ -198,6 +250,18 @@ PYBIND11_MODULE(_C, m) {
         py::arg("out"),
         "Puzzle kernel on host buffers: volumes (B, C, D, H, W) any strides; origins (B, M, 3), "
         "perms (B, M), rots (B, M) C-contiguous int64; out (B, M, C, d, h, w) C-contiguous.");
+
+  m.def("_puzzle_grid_on_host", &puzzle_grid_on_host, py::arg("volumes"),
+        py::arg("origins").noconvert(), py::arg("perms").noconvert(), py::arg("rots").noconvert(),
+        py::arg("cube_size"), py::arg("out"), py::arg("chunk"), py::arg("max_blocks"),
+        py::arg("wide"),
+        "Test aid: the CUDA kernel's launches (chunks of `chunk` slots, grids of at most "
+        "`max_blocks` blocks, 64-bit rows when `wide`) run on the CPU one thread at a time, with "
+        "the arguments of puzzle_cpu. Checks the kernel's index arithmetic without a GPU.");
+  m.def("_puzzle_launch_plan", &puzzle_launch_plan, py::arg("bmc"), py::arg("cube_size"),
+        py::arg("first"), py::arg("count"), py::arg("wide") = false,
+        "Test aid: the CUDA launch over slots [first, first + count) of a (B, M, C) batch of "
+        "cubes: {'rows', 'blocks', 'span', 'rows_per_warp', 'narrow' (32-bit rows)}.");
 
   m.def("layout_error", &layout_error, py::arg("origins").noconvert(), py::arg("perms").noconvert(),
         py::arg("rots").noconvert(), py::arg("volume_dhw"), py::arg("cube_size"),

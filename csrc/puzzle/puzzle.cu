@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "puzzle/puzzle.h"
+#include "puzzle/puzzle_grid.h"
 #include "utils/checks.h"
 
 namespace rubikkit {
@@ -47,10 +48,6 @@ class DeviceGuard {
   int previous_ = 0;
 };
 
-struct Strides {
-  int64_t s[5];
-};
-
 // Kernel parameters above 4 KB need CUDA 12.1 (and Volta or newer: every target here).
 #if defined(CUDART_VERSION) && CUDART_VERSION >= 12010
 constexpr int64_t kLargeChunk = 960;  // 30 KB of slots, within the 32,764 bytes of parameters
@@ -73,50 +70,14 @@ struct SlotChunk {
   Slot s[N];
 };
 
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 8;  // blockDim = (32, 8)
-
-// Lanes per output row: a row of cw < 32 elements takes cw lanes and a warp copies 32 / cw rows
-// side by side (12^3 cubes, the 28^3 pre-training input: 2 rows, 24 busy lanes where one row per
-// warp kept 20 of 32 idle); a longer row takes the whole warp, each lane every 32nd element.
-struct RowMap {
-  int span;           // lanes per row: min(cw, 32)
-  int rows_per_warp;  // 32 / span
-};
-
-// Rows of this launch: row = ((s * C + c) * cd + z) * ch + y, s counted from the chunk's first
-// slot `first`, whose sample is (first + s) / M; dst points at the chunk's first output row.
-// I is the type of the row arithmetic: 32-bit whenever the launch's rows fit (integer division
-// is several times cheaper on 32 bits), 64-bit otherwise. Offsets into memory are 64-bit always.
+// The kernel's thread body is copy_thread_rows (puzzle_grid.h), shared with the host run of the
+// grid that tests it without a GPU. chunk.s is indexed in place (__grid_constant__).
 template <typename T, int64_t N, typename I>
 __global__ void puzzle_kernel(const T* __restrict__ src, Strides st,
                               const RUBIKKIT_GRID_CONSTANT SlotChunk<N> chunk, I first, I rows, I M,
                               I C, I cd, I ch, I cw, RowMap map, T* __restrict__ dst) {
-  const int sub = int(threadIdx.x) / map.span;  // which of the warp's rows this lane copies
-  if (sub >= map.rows_per_warp) return;         // lanes past rows_per_warp * span stay idle
-  const I x0 = I(threadIdx.x) - I(sub * map.span);
-  const I step = I(gridDim.x) * I(kWarpsPerBlock * map.rows_per_warp);
-  for (I row = (I(blockIdx.x) * kWarpsPerBlock + threadIdx.y) * map.rows_per_warp + sub; row < rows;
-       row += step) {
-    const I y = row % ch;
-    I t = row / ch;
-    const I z = t % cd;
-    t /= cd;
-    const I c = t % C;
-    const I s = t / C;
-    const I b = (first + s) / M;
-    const Slot sl = chunk.s[s];
-    const I zs = reverses_d(sl.rot) ? cd - 1 - z : z;
-    const I ys = reverses_h(sl.rot) ? ch - 1 - y : y;
-    const bool rw = reverses_w(sl.rot);
-    const T* in = src + int64_t(b) * st.s[0] + int64_t(c) * st.s[1] +
-                  (sl.d0 + int64_t(zs)) * st.s[2] + (sl.h0 + int64_t(ys)) * st.s[3] +
-                  sl.w0 * st.s[4];
-    T* out = dst + int64_t(row) * int64_t(cw);
-    for (I x = x0; x < cw; x += I(map.span)) {
-      out[x] = in[int64_t(rw ? cw - 1 - x : x) * st.s[4]];
-    }
-  }
+  copy_thread_rows<T, I>(src, st, chunk.s, first, rows, M, C, cd, ch, cw, map, dst, threadIdx.x,
+                         threadIdx.y, blockIdx.x, gridDim.x);
 }
 
 // Launches over the slots in chunks of N; the last chunk may be partial.
@@ -125,36 +86,26 @@ void launch_chunks(const Geometry& g, const std::vector<Slot>& slots, const T* s
                    cudaStream_t stream) {
   const int64_t rows_per_slot = g.C * g.cd * g.ch;
   const int64_t total = static_cast<int64_t>(slots.size());
-  const int64_t max_blocks = int64_t(1) << 20;  // grid-stride loop beyond this
   // RUBIKKIT_PUZZLE_WIDE_INDEX=1 takes the 64-bit path for any size: the tests' way to run it
   // without a 4-billion-row output.
   const char* flag = std::getenv("RUBIKKIT_PUZZLE_WIDE_INDEX");
   const bool wide = flag != nullptr && flag[0] == '1';
-  RowMap map;
-  map.span = static_cast<int>(std::min<int64_t>(g.cw, kWarp));
-  map.rows_per_warp = kWarp / map.span;
-  const int64_t rows_per_block = int64_t(kWarpsPerBlock) * map.rows_per_warp;
   Strides st;
   for (int i = 0; i < 5; ++i) st.s[i] = g.stride[i];
   SlotChunk<N> chunk{};
   for (int64_t first = 0; first < total; first += N) {
     const int64_t count = std::min(N, total - first);
     std::copy(slots.begin() + first, slots.begin() + first + count, chunk.s);
-    const int64_t rows = count * rows_per_slot;
-    const int64_t blocks = std::min((rows + rows_per_block - 1) / rows_per_block, max_blocks);
+    const ChunkPlan p = plan_chunk(g, first, count, wide);
     T* chunk_dst = dst + first * rows_per_slot * g.cw;
-    const dim3 grid(static_cast<unsigned>(blocks)), block(kWarp, kWarpsPerBlock);
-    // 32-bit row arithmetic when no value of it (the last row plus one grid step included)
-    // reaches 2^32.
-    const int64_t limit = int64_t(UINT32_MAX);
-    if (!wide && rows + blocks * rows_per_block <= limit && first + count <= limit &&
-        g.M <= limit && g.cw <= limit) {
+    const dim3 grid(static_cast<unsigned>(p.blocks)), block(kWarp, kWarpsPerBlock);
+    if (p.narrow) {
       puzzle_kernel<T, N, uint32_t><<<grid, block, 0, stream>>>(
-          src, st, chunk, uint32_t(first), uint32_t(rows), uint32_t(g.M), uint32_t(g.C),
-          uint32_t(g.cd), uint32_t(g.ch), uint32_t(g.cw), map, chunk_dst);
+          src, st, chunk, uint32_t(first), uint32_t(p.rows), uint32_t(g.M), uint32_t(g.C),
+          uint32_t(g.cd), uint32_t(g.ch), uint32_t(g.cw), p.map, chunk_dst);
     } else {
       puzzle_kernel<T, N, int64_t><<<grid, block, 0, stream>>>(
-          src, st, chunk, first, rows, g.M, g.C, g.cd, g.ch, g.cw, map, chunk_dst);
+          src, st, chunk, first, p.rows, g.M, g.C, g.cd, g.ch, g.cw, p.map, chunk_dst);
     }
     throw_on_error(cudaGetLastError(), "kernel launch");
   }
