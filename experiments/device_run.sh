@@ -87,10 +87,12 @@ install() {
 tests_and_benchmarks() {
   if [[ $steps == *" test "* ]]; then
     say "CUDA kernel tests"
-    # The kernel's results against the reference: a failure makes this script exit 4 at the end
+    # The kernel's results against the reference, and its thread body run on the host over the
+    # same grids (test_puzzle_grid.py: where both fail the index arithmetic is at fault, where
+    # only the first does the launch is): a failure makes this script exit 4 at the end
     # (device_lanes.sh then keeps its lanes on the torch fallback).
     "$py" -X faulthandler -m pytest -v -p no:cacheprovider tests/test_puzzle_cuda.py \
-      -k "not checks_its_arguments" >"$out/cuda_tests.log" 2>&1 ||
+      tests/test_puzzle_grid.py -k "not checks_its_arguments" >"$out/cuda_tests.log" 2>&1 ||
       { say "CUDA kernel tests failed: see cuda_tests.log"; kernel_failed=1; }
     tail -n 15 "$out/cuda_tests.log" | tee -a "$log"
     # Diagnostics, logged only: do bad direct calls of the C++ layer raise on this machine's build
