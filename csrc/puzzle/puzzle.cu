@@ -84,31 +84,27 @@ __global__ void puzzle_kernel(const T* __restrict__ src, Strides st,
 template <typename T, int64_t N>
 void launch_chunks(const Geometry& g, const std::vector<Slot>& slots, const T* src, T* dst,
                    cudaStream_t stream) {
-  const int64_t rows_per_slot = g.C * g.cd * g.ch;
-  const int64_t total = static_cast<int64_t>(slots.size());
   // RUBIKKIT_PUZZLE_WIDE_INDEX=1 takes the 64-bit path for any size: the tests' way to run it
   // without a 4-billion-row output.
   const char* flag = std::getenv("RUBIKKIT_PUZZLE_WIDE_INDEX");
   const bool wide = flag != nullptr && flag[0] == '1';
-  Strides st;
-  for (int i = 0; i < 5; ++i) st.s[i] = g.stride[i];
+  const Strides st = strides_of(g);
   SlotChunk<N> chunk{};
-  for (int64_t first = 0; first < total; first += N) {
-    const int64_t count = std::min(N, total - first);
-    std::copy(slots.begin() + first, slots.begin() + first + count, chunk.s);
-    const ChunkPlan p = plan_chunk(g, first, count, wide);
-    T* chunk_dst = dst + first * rows_per_slot * g.cw;
+  const int64_t total = static_cast<int64_t>(slots.size());
+  for_each_launch(g, total, N, wide, kMaxBlocks, [&](const ChunkPlan& p) {
+    std::copy(slots.begin() + p.first, slots.begin() + p.first + p.count, chunk.s);
+    T* chunk_dst = dst + p.out_offset;
     const dim3 grid(static_cast<unsigned>(p.blocks)), block(kWarp, kWarpsPerBlock);
     if (p.narrow) {
       puzzle_kernel<T, N, uint32_t><<<grid, block, 0, stream>>>(
-          src, st, chunk, uint32_t(first), uint32_t(p.rows), uint32_t(g.M), uint32_t(g.C),
+          src, st, chunk, uint32_t(p.first), uint32_t(p.rows), uint32_t(g.M), uint32_t(g.C),
           uint32_t(g.cd), uint32_t(g.ch), uint32_t(g.cw), p.map, chunk_dst);
     } else {
       puzzle_kernel<T, N, int64_t><<<grid, block, 0, stream>>>(
-          src, st, chunk, first, p.rows, g.M, g.C, g.cd, g.ch, g.cw, p.map, chunk_dst);
+          src, st, chunk, p.first, p.rows, g.M, g.C, g.cd, g.ch, g.cw, p.map, chunk_dst);
     }
     throw_on_error(cudaGetLastError(), "kernel launch");
-  }
+  });
 }
 
 template <typename T>

@@ -30,21 +30,16 @@ void run_grid(const Geometry& g, const Slot* slots, const ChunkPlan& p, I first,
 template <typename T>
 void run_chunks(const Geometry& g, const std::vector<Slot>& slots, const T* src, T* dst,
                 int64_t chunk, int64_t max_blocks, bool wide) {
-  const int64_t rows_per_slot = g.C * g.cd * g.ch;
+  const Strides st = strides_of(g);
   const int64_t total = static_cast<int64_t>(slots.size());
-  Strides st;
-  for (int i = 0; i < 5; ++i) st.s[i] = g.stride[i];
-  for (int64_t first = 0; first < total; first += chunk) {
-    const int64_t count = std::min(chunk, total - first);
-    const ChunkPlan p = plan_chunk(g, first, count, wide, max_blocks);
-    const Slot* part = slots.data() + first;  // the kernel's copy of the chunk
-    T* part_dst = dst + first * rows_per_slot * g.cw;
+  for_each_launch(g, total, chunk, wide, max_blocks, [&](const ChunkPlan& p) {
+    const Slot* part = slots.data() + p.first;  // the kernel's copy of the chunk
     if (p.narrow) {
-      run_grid<T, uint32_t>(g, part, p, uint32_t(first), src, st, part_dst);
+      run_grid<T, uint32_t>(g, part, p, uint32_t(p.first), src, st, dst + p.out_offset);
     } else {
-      run_grid<T, int64_t>(g, part, p, first, src, st, part_dst);
+      run_grid<T, int64_t>(g, part, p, p.first, src, st, dst + p.out_offset);
     }
-  }
+  });
 }
 
 }  // namespace

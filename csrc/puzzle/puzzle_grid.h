@@ -30,10 +30,18 @@ struct RowMap {
   int rows_per_warp;  // 32 / span
 };
 
+inline Strides strides_of(const Geometry& g) {
+  Strides st;
+  for (int i = 0; i < 5; ++i) st.s[i] = g.stride[i];
+  return st;
+}
+
 // One launch over `count` slots starting at slot `first`.
 struct ChunkPlan {
-  int64_t rows = 0;    // output rows of the launch: count * C * cd * ch
-  int64_t blocks = 0;  // grid size, at most max_blocks
+  int64_t first = 0, count = 0;
+  int64_t out_offset = 0;  // elements of the output before the launch's first row
+  int64_t rows = 0;        // output rows of the launch: count * C * cd * ch
+  int64_t blocks = 0;      // grid size, at most max_blocks
   RowMap map{1, 1};
   bool narrow = false;  // 32-bit row arithmetic
 };
@@ -43,6 +51,9 @@ struct ChunkPlan {
 inline ChunkPlan plan_chunk(const Geometry& g, int64_t first, int64_t count, bool wide,
                             int64_t max_blocks = kMaxBlocks) {
   ChunkPlan p;
+  p.first = first;
+  p.count = count;
+  p.out_offset = first * g.C * g.cd * g.ch * g.cw;
   p.map.span = static_cast<int>(std::min<int64_t>(g.cw, kWarp));
   p.map.rows_per_warp = kWarp / p.map.span;
   const int64_t rows_per_block = int64_t(kWarpsPerBlock) * p.map.rows_per_warp;
@@ -52,6 +63,16 @@ inline ChunkPlan plan_chunk(const Geometry& g, int64_t first, int64_t count, boo
   p.narrow = !wide && p.rows + p.blocks * rows_per_block <= limit && first + count <= limit &&
              g.M <= limit && g.cw <= limit;
   return p;
+}
+
+// Calls launch(plan) for each launch over `total` slots, in chunks of `chunk` (the last may be
+// partial): the one loop of the CUDA path and of its host run.
+template <typename F>
+void for_each_launch(const Geometry& g, int64_t total, int64_t chunk, bool wide, int64_t max_blocks,
+                     F&& launch) {
+  for (int64_t first = 0; first < total; first += chunk) {
+    launch(plan_chunk(g, first, std::min(chunk, total - first), wide, max_blocks));
+  }
 }
 
 // The work of thread (tx, ty) of block bx in a grid of gx blocks: the rows
