@@ -38,7 +38,10 @@ below), ``finetune`` (section or null: ``methods``,
 ``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``, ``variants``
 {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
-a method not listed fine-tunes all of its pre-trainings), ``workers`` (int).
+a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
+str, printed above the grid's tables), ``seed_tables`` (list of fine-tuning metrics of
+``metrics``: the tables page shows each of them seed by seed, one column a method, for pairing the
+runs by eye; default none).
 
 Variants (levers)
 -----------------
@@ -66,7 +69,16 @@ import sys
 import time
 from pathlib import Path
 
-from rubikkit.results import METHODS, MISSING, PUBLISHED, append_record, method_label, summarise
+from rubikkit.results import (
+    METHODS,
+    MISSING,
+    PUBLISHED,
+    SETTING_KEYS,
+    append_record,
+    method_label,
+    seed_table,
+    summarise,
+)
 
 __all__ = [
     "ExperimentConfig",
@@ -113,6 +125,7 @@ _TOP_FIELDS = {
     "finetune": (dict, type(None)),
     "workers": int,
     "notes": list,
+    "seed_tables": list,
 }
 _PRETRAIN_FIELDS = {
     "methods": list,
@@ -220,6 +233,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         finetune=None,
         workers=0,
         notes=[],
+        seed_tables=[],
     )
     cfg.update(json.loads(json.dumps(raw)))
     if not cfg["name"] or not all(c.isalnum() or c in "_-" for c in cfg["name"]):
@@ -244,6 +258,12 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         )
     if not cfg["metrics"] or not all(isinstance(m, str) for m in cfg["metrics"]):
         raise ValueError("metrics: expected a non-empty list of metric names")
+    for m in cfg["seed_tables"]:
+        if not isinstance(m, str) or m not in cfg["metrics"] or m in _PROXY_METRICS:
+            raise ValueError(
+                f"seed_tables: {m!r} is not a fine-tuning metric of metrics "
+                f"({', '.join(x for x in cfg['metrics'] if x not in _PROXY_METRICS)})"
+            )
     for i, sel in enumerate(cfg["published"]):
         if not isinstance(sel, dict) or not sel:
             raise ValueError(f"published[{i}]: expected an object such as {{'dataset': ...}}")
@@ -1253,6 +1273,28 @@ def _budget_order(budget: tuple) -> list:
     return [(x is None, x if isinstance(x, (int, float)) else 0) for x in budget]
 
 
+def _seed_tables(recs: list[dict], metrics: list[str]) -> list[str]:
+    # A config's seed_tables: the fine-tuning runs of each setting seed by seed, so a reader
+    # can pair the methods' runs without the prose repeating every number.
+    groups: dict[tuple, list[dict]] = {}
+    for r in recs:
+        if r["head"] != "proxy":
+            groups.setdefault(tuple(r.get(k) for k in SETTING_KEYS), []).append(r)
+    out = []
+    for key in sorted(groups, key=str):
+        sub = groups[key]
+        for m in metrics:
+            if not any(m in r["metrics"] for r in sub):
+                continue
+            r0 = sub[0]
+            out.append(
+                f"Seed by seed, {m} ({r0['backbone']}, {r0['head']}, "
+                f"{_share_of_labels(r0['label_fraction'])}):"
+            )
+            out += ["", seed_table(sub, m), ""]
+    return out
+
+
 def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     """Markdown for one experiment: a table per protocol, our runs beside published numbers.
 
@@ -1356,6 +1398,7 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             out.append("")
             out += [f"- {line}" for line in lines]
             out.append("")
+        out += _seed_tables(recs, (cfg or {}).get("seed_tables") or [])
         flags = diagnose(recs)
         if flags:
             out.append("Diagnostics:")

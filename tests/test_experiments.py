@@ -95,6 +95,9 @@ def _cfg(**changes):
         ({"name": "a b"}, "name: use letters"),
         ({"proxy_draws": 0}, "proxy_draws: expected a positive int"),
         ({"proxy_draws": 2.5}, "proxy_draws: expected int"),
+        ({"seed_tables": ["f1"]}, "seed_tables: 'f1' is not a fine-tuning metric"),
+        ({"seed_tables": ["order_acc"]}, "seed_tables: 'order_acc' is not a fine-tuning metric"),
+        ({"seed_tables": "auc"}, "seed_tables: expected list"),
     ],
 )
 def test_config_errors_name_the_field(changes, match):
@@ -491,6 +494,35 @@ def test_against_scratch_verdicts():
     assert "Against scratch" in table and "**beats scratch**" in table
 
 
+def test_seed_tables_pair_each_settings_runs_seed_by_seed():
+    def rec(method, seed, auc, lf=0.1, head="classify"):
+        return dict(method=method, variant=None, backbone="vgg3d", head=head, seed=seed,
+                    label_fraction=lf, metrics={"auc": auc, "top_share": 0.5}, protocol="p",
+                    split="test", device="cpu", epochs=1, dataset="d")  # fmt: skip
+
+    records = [rec("scratch", s, v) for s, v in enumerate([0.71, 0.75, 0.70])]
+    records += [rec("rubik", s, v) for s, v in enumerate([0.74, 0.73])]  # seed 2 not run yet
+    records += [rec("scratch", 0, 0.9, lf=1.0), rec("rubik", 0, 0.5, head="proxy")]
+    plain = render_tables(records, validate_config(_cfg()))
+    assert "Seed by seed" not in plain
+    text = render_tables(records, validate_config(_cfg(seed_tables=["auc"])))
+    blocks = text.split("Seed by seed, auc ")
+    # one table a setting (0.1 and all the labels); the proxy record has none
+    assert [b.split(":")[0] for b in blocks[1:]] == [
+        "(vgg3d, classify, 0.1 of the labels)",
+        "(vgg3d, classify, all the labels)",
+    ]
+    rows = [line for line in blocks[1].splitlines() if line.startswith("| ")]
+    assert rows[0] == "| seed | scratch | rubik |"
+    assert rows[1:4] == [
+        "| 0 | 0.710 | 0.740 |",
+        "| 1 | 0.750 | 0.730 |",
+        f"| 2 | 0.700 | {MISSING} |",
+    ]
+    assert rows[4].startswith("| mean ± sd | 0.720 ± 0.026 (n=3) | 0.735")
+    assert "| 0 | 0.900 |" in blocks[2]
+
+
 def test_pretraining_seeds_read_the_repeat_against_the_configured_run():
     cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": [{"seed": 4}]}))
 
@@ -868,6 +900,22 @@ def test_table_marks_published_rows_and_page_block(tmp_path):
     assert "second" in text and "first" not in text and text.startswith("# Results")
     body = render_page([tmp_path / "none.jsonl"], config_dir=REPO / "experiments")
     assert "adrenal28_scratch_resnet18" in body
+
+
+def test_the_committed_results_page_is_what_the_committed_records_render(tmp_path):
+    # results/README.md's tables come from `rubikkit experiment table results/*.jsonl --plots
+    # results/plots --write results/README.md`; a record or config changed without rendering the
+    # page again (or a cell edited by hand) fails here.
+    page = (REPO / "results" / "README.md").read_text(encoding="utf-8")
+    committed = page.split(PAGE_BEGIN, 1)[1].split(PAGE_END, 1)[0].strip("\n")
+    records = sorted((REPO / "results").glob("*.jsonl"))
+    body = render_page(records, config_dir=REPO / "experiments", plots_dir=tmp_path / "plots")
+    assert committed == body.strip("\n"), (
+        "results/README.md is stale: run `rubikkit experiment table results/*.jsonl "
+        "--plots results/plots --write results/README.md`"
+    )
+    drawn = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert drawn <= {p.name for p in (REPO / "results" / "plots").glob("*.png")}
 
 
 def test_label_fraction_plots_draw_scratch_beside_the_pretrained(tmp_path, monkeypatch):
