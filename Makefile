@@ -78,8 +78,8 @@ book: build
 
 # --- quality ---------------------------------------------------------------------------------
 lint: setup
-	$(VENV)/bin/ruff check rubikkit tests benchmarks data_scripts setup.py
-	$(VENV)/bin/ruff format --check rubikkit tests benchmarks data_scripts setup.py
+	$(VENV)/bin/ruff check rubikkit tests benchmarks data_scripts notebooks/conftest.py setup.py
+	$(VENV)/bin/ruff format --check rubikkit tests benchmarks data_scripts notebooks/conftest.py setup.py
 	@if [ -x $(VENV)/bin/clang-format ]; then \
 	  find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' | xargs -r $(VENV)/bin/clang-format --dry-run -Werror; \
 	else echo "clang-format not installed: skipping csrc"; fi
