@@ -1393,7 +1393,8 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         if lines:
             out.append(
                 "Against scratch (a claim needs a margin larger than the seed sd of both; "
-                "'by' is the mean ± sd of the per-seed differences):"
+                "'by' is the mean ± sd of the per-seed differences, and from 3 pairs on the "
+                "95 % t interval of that mean follows; it does not change the verdict):"
             )
             out.append("")
             out += [f"- {line}" for line in lines]
@@ -1426,7 +1427,10 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     *within seed noise*. With fewer than 2 runs on either side there is no sd and no verdict.
     Seeds run by both sides are compared pairwise as well (same seed, same labelled subset): how
     many the method wins and, with 2 or more pairs, the mean ± sd of the per-seed differences,
-    marked *beyond its paired sd* when the mean is larger than that sd. Pairing removes the
+    marked *beyond its paired sd* when the mean is larger than that sd, and with 3 or more
+    pairs the 95 % t interval of that mean (n - 1 degrees of freedom). The interval does not
+    change the verdict; it is a sound test only when the number of seeds was fixed before the
+    runs, not when seeds are added until it leaves zero. Pairing removes the
     spread the two sides share (which volumes are labelled, their order), so it can see a
     difference the unpaired rule calls noise; with one pre-training behind every seed of a
     method, it still says nothing about the pre-training's own seed (:func:`pretraining_seeds`).
@@ -1481,10 +1485,21 @@ def _compare_seeds(
         pm, ps = _mean_sd(diffs)
         beyond = " (beyond its paired sd)" if abs(pm) > ps else ""
         pair_note = f", by {pm:+.3f} ± {ps:.3f}{beyond}"
+        if len(diffs) >= 3:
+            lo, hi = _paired_interval(pm, ps, len(diffs))
+            pair_note += f"; 95 % interval {lo:+.3f} to {hi:+.3f} (t, {len(diffs) - 1} df)"
     return (
         f"{diff:+.3f} ({ma:.3f} vs {mb:.3f}; sd {sa:.3f} vs {sb:.3f}, n={len(a)} vs {len(b)}): "
         f"**{verdict}**; higher on {wins} of {len(diffs)} paired seeds{pair_note}"
     )
+
+
+def _paired_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The two-sided ``level`` t interval of the mean of ``n`` paired differences (mean, sample sd)."""
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / n**0.5
+    return mean - half, mean + half
 
 
 def _repeated_variant(v: dict, variants: list[dict]):
