@@ -10,7 +10,10 @@ runs that start from it, each scored on ``eval_split``. Every scored run appends
 ``selected_by`` (a fine-tuning's selection: split, metric and the selected checkpoint's value),
 ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run whose record (same
 ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes where it
-stopped (an interrupted run folder is resumed from its ``last.pt``). A pre-training that another
+stopped (an interrupted run folder is resumed from its ``last.pt``). A proxy record scores one
+set of weights: when a pre-training's ``best.pt`` no longer has the ``init_digest`` its proxy
+records name (trained again after its folder was lost, on another machine, say), the proxy is
+scored again and a record for the new weights added. A pre-training that another
 experiment in the same runs folder finished with the same settings is taken over (its checkpoints
 linked in, :func:`same_pretraining`) instead of trained again; ``--no-reuse`` trains it.
 
@@ -67,6 +70,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rubikkit.results import (
@@ -683,12 +687,19 @@ def _with_cache(spec: str, options: dict, cache_dir: Path) -> dict:
     return opts
 
 
-def _existing(records_path: Path) -> set[tuple[str, str]]:
+def _existing(records_path: Path) -> set[tuple]:
+    """``(run, config_hash)`` of every record, and ``(run, config_hash, init_digest)`` of every
+    proxy record that names the weights it scored."""
     if not records_path.exists():
         return set()
     from rubikkit.results import load_records
 
-    return {(r.get("run"), r.get("config_hash")) for r in load_records(records_path)}
+    done: set[tuple] = set()
+    for r in load_records(records_path):
+        done.add((r.get("run"), r.get("config_hash")))
+        if r.get("head") == "proxy" and r.get("init_digest"):
+            done.add((r.get("run"), r.get("config_hash"), r["init_digest"]))
+    return done
 
 
 def _shared_seed(pt: dict, variant: dict | None) -> int:
@@ -701,15 +712,31 @@ def _variant(pt: dict, method: str, name: str | None) -> dict | None:
     return next((v for v in pt["variants"].get(method, []) if v["name"] == name), None)
 
 
-def _needed(entry: dict, plan: list[dict], done: set[tuple[str, str]]) -> bool:
+def _needed(
+    entry: dict, plan: list[dict], done: set[tuple], digest_of: Callable[[str], str | None]
+) -> bool:
     """Whether ``entry`` has to run: a scored run lacks its record, or a pre-training has a
     proxy or fine-tuning run (``init`` pointing at it) that lacks one. The dry run and the real
-    run both decide by this, so ``--dry-run`` lists what a run would start."""
+    run both decide by this, so ``--dry-run`` lists what a run would start.
+
+    A proxy record scores one set of pre-trained weights. When the pre-training's checkpoint
+    now holds other weights (``digest_of(run)``, e.g. a pre-training trained again after its
+    folder was lost, on another machine), the proxy runs again and adds a record for them;
+    proxy records that name no ``init_digest`` (older ones) count as scoring whatever is there.
+    """
+
+    def lacks(d: dict) -> bool:
+        if (d["run"], d["config_hash"]) not in done:
+            return True
+        if d["kind"] != "proxy":
+            return False
+        digest = digest_of(d["init"])
+        named = any(k[:2] == (d["run"], d["config_hash"]) for k in done if len(k) == 3)
+        return digest is not None and named and (d["run"], d["config_hash"], digest) not in done
+
     if entry["kind"] != "pretrain":
-        return (entry["run"], entry["config_hash"]) not in done
-    return any(
-        d.get("init") == entry["run"] and (d["run"], d["config_hash"]) not in done for d in plan
-    )
+        return lacks(entry)
+    return any(d.get("init") == entry["run"] and lacks(d) for d in plan)
 
 
 def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -> str:
@@ -874,6 +901,13 @@ def run_experiment(
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
     done = _existing(records_path)
+    digests: dict[str, str | None] = {}  # pre-training run -> digest of its best.pt (None: none)
+
+    def digest_of(run: str) -> str | None:
+        if run not in digests:
+            best = run_root / run / "best.pt"
+            digests[run] = weights_digest(best) if best.exists() else None
+        return digests[run]
 
     def source_of(e):  # a finished pre-training of another experiment to take, or None
         out = run_root / e["run"]
@@ -883,7 +917,7 @@ def run_experiment(
 
     if dry_run:
         for e in plan:
-            e["status"] = "planned" if _needed(e, plan, done) else "skipped"
+            e["status"] = "planned" if _needed(e, plan, done, digest_of) else "skipped"
             note = ""
             if e["kind"] == "pretrain" and e["status"] == "planned":
                 if _finished(run_root / e["run"]):
@@ -899,13 +933,12 @@ def run_experiment(
 
     commit = git_commit()
     pretrained: dict[str, dict] = {}
-    digests: dict[str, str] = {}
     started = time.perf_counter()
     for e in plan:
         e["status"] = "planned"
     with _data_root(root):
         for e in plan:
-            if not _needed(e, plan, done):
+            if not _needed(e, plan, done, digest_of):
                 e["status"] = "skipped"
                 why = "record exists" if e["kind"] != "pretrain" else "its runs have records"
                 log(f"skip     {e['kind']:8s} {e['run']} ({why})")
@@ -927,13 +960,12 @@ def run_experiment(
                 pretrained[e["run"]] = _run_pretrain(
                     cfg, e, out, run_root, device, progress, source=source
                 )
+                digests.pop(e["run"], None)  # its best.pt may hold new weights now
                 e["status"] = "done"
                 continue
             pt_summary = pretrained.get(e["init"]) if e["init"] else None
             if e["init"] and pt_summary is None:
                 pt_summary = _load_summary(run_root / e["init"])
-            if e["init"] and e["init"] not in digests:
-                digests[e["init"]] = weights_digest(run_root / e["init"] / "best.pt")
             if e["kind"] == "proxy":
                 metrics, summary = _run_proxy(cfg, e, run_root, device, progress)
                 wall_s = round(time.perf_counter() - t0, 2)  # the evaluation only
@@ -982,10 +1014,14 @@ def run_experiment(
                 ),
                 "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
-                "init_digest": digests.get(e["init"]),
+                "init_digest": digest_of(e["init"]) if e["init"] else None,
             }
-            written = append_record(records_path, record, unique_by=("run", "config_hash"))
+            # A proxy record is one per set of weights scored (see _needed).
+            unique = ("run", "config_hash") + (("init_digest",) if e["kind"] == "proxy" else ())
+            written = append_record(records_path, record, unique_by=unique)
             done.add((e["run"], e["config_hash"]))
+            if e["kind"] == "proxy" and record["init_digest"]:
+                done.add((e["run"], e["config_hash"], record["init_digest"]))
             if e["kind"] == "finetune" and not keep_last:
                 (out / "last.pt").unlink(missing_ok=True)
             e["status"] = "done"
@@ -1721,7 +1757,8 @@ def diagnose(records: list[dict]) -> list[str]:
       its test AUC tends to fall below 0.5 as well. Records made before ``selected_by`` existed
       are not counted.
     * Fine-tuning records of one setting whose ``init_digest`` differ started from different
-      pre-trained weights: their spread is not fine-tuning noise alone.
+      pre-trained weights: their spread is not fine-tuning noise alone. Proxy records of one
+      pre-training run whose ``init_digest`` differ scored different weights of it.
     """
     from rubikkit.results import _mean_sd
 
@@ -1734,6 +1771,9 @@ def diagnose(records: list[dict]) -> list[str]:
         label = method_label(r["method"], r.get("variant"))
         if r.get("head") == "proxy":
             proxies.setdefault((label, r["backbone"]), []).append(r["metrics"])
+            if r.get("init_digest"):  # one pre-training run scored with other weights
+                key = (label, r["backbone"], "proxy", r.get("run") or f"seed {r.get('seed')}")
+                inits.setdefault(key, set()).add(r["init_digest"])
         elif r.get("init_digest"):
             inits.setdefault((label, r["backbone"], r["head"]), set()).add(r["init_digest"])
         if r.get("head") == "classify":
@@ -1823,8 +1863,14 @@ def diagnose(records: list[dict]) -> list[str]:
             if others:
                 line += f", {_mean_sd(others)[0]:.3f} in the others"
         lines.append(line)
-    for (label, bb, head), found in sorted(inits.items()):
-        if len(found) > 1:
+    for (label, bb, head, *run), found in sorted(inits.items()):
+        if len(found) > 1 and head == "proxy":
+            lines.append(
+                f"{label} ({bb}) proxy of {run[0]}: the records score {len(found)} different "
+                "checkpoints of this pre-training (init_digest), e.g. trained again on another "
+                "machine"
+            )
+        elif len(found) > 1:
             lines.append(
                 f"{label} ({bb}, {head}): fine-tuned from {len(found)} different pre-trained "
                 "checkpoints (init_digest): the seed spread includes the pre-training's"

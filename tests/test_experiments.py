@@ -650,6 +650,14 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
         "(init_digest): the seed spread includes the pre-training's"
     ]
     assert diagnose([dict(r, init_digest="aa") for r in records[-1:] * 2]) == []
+    # Proxy records of one method that scored two different checkpoints.
+    scored = [dict(records[2], init_digest=d, run="s0/resnet18/pt-rubik") for d in ("aa", "bb")]
+    assert diagnose(scored)[1:] == [
+        "rubik (resnet18) proxy of s0/resnet18/pt-rubik: the records score 2 different "
+        "checkpoints of this pre-training (init_digest), e.g. trained again on another machine"
+    ]  # [0] says the order task is nearly solved
+    # Two pre-training seeds' proxies score two checkpoints, as they should.
+    assert diagnose([dict(r, init_digest=str(r["seed"])) for r in records[2:4]]) == []
     # ACC lost to the 0.5 cut: the cut chosen on validation recovers more than the seed sd.
     cut = [
         rec("tcpc", "classify", 0, acc=0.25, acc_val_thr=0.70, top_share=0.99),
@@ -851,6 +859,28 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     # The dry run decides as the run does: a pre-training whose runs all have records is skipped.
     listed = run_experiment(cfg, dry_run=True, **kw)
     assert [e["status"] for e in listed] == [e["status"] for e in again]
+
+    # The pre-training's checkpoint now holds other weights (trained again after its folder was
+    # lost, say): its proxy is scored again and adds a record for them; the fine-tunings, whose
+    # records name the weights they started from, are not run again.
+    from rubikkit.train.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(best)
+    name = next(k for k, v in state["model"].items() if v.is_floating_point())
+    state["model"][name] = state["model"][name] + 0.5
+    save_checkpoint(state, best)
+    listed = run_experiment(cfg, dry_run=True, **kw)
+    statuses = {e["kind"]: e["status"] for e in listed}
+    assert statuses == {"pretrain": "planned", "proxy": "planned", "finetune": "skipped"}
+    plan = run_experiment(cfg, **kw)
+    ran = {"planned": "done", "skipped": "skipped"}
+    assert [e["status"] for e in plan] == [ran[e["status"]] for e in listed]
+    proxies = [r for r in load_records(path) if r["head"] == "proxy"]
+    assert [p["init_digest"] for p in proxies] == [proxy["init_digest"], weights_digest(best)]
+    assert proxies[0]["init_digest"] != proxies[1]["init_digest"]
+    assert len(load_records(path)) == 4
+    assert {e["status"] for e in run_experiment(cfg, **kw)} == {"skipped"}
+    assert len(load_records(path)) == 4
 
     # Records lost, run folders kept: the finished fine-tunings are scored again, not retrained,
     # and wall_s still counts their training time (from the run folder), not just this evaluation.
