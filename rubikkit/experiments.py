@@ -1866,8 +1866,8 @@ def diagnose(records: list[dict]) -> list[str]:
     for (label, bb, head, *run), found in sorted(inits.items()):
         if len(found) > 1 and head == "proxy":
             lines.append(
-                f"{label} ({bb}) proxy of {run[0]}: the records score {len(found)} different "
-                "checkpoints of this pre-training (init_digest), e.g. trained again on another "
+                f"{label} ({bb}) proxy {run[0]}: the records score {len(found)} different "
+                "checkpoints of its pre-training (init_digest), e.g. one trained again on another "
                 "machine"
             )
         elif len(found) > 1:

@@ -651,10 +651,12 @@ def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
     ]
     assert diagnose([dict(r, init_digest="aa") for r in records[-1:] * 2]) == []
     # Proxy records of one method that scored two different checkpoints.
-    scored = [dict(records[2], init_digest=d, run="s0/resnet18/pt-rubik") for d in ("aa", "bb")]
+    scored = [
+        dict(records[2], init_digest=d, run="s0/resnet18/pt-rubik/proxy-test") for d in ("aa", "bb")
+    ]
     assert diagnose(scored)[1:] == [
-        "rubik (resnet18) proxy of s0/resnet18/pt-rubik: the records score 2 different "
-        "checkpoints of this pre-training (init_digest), e.g. trained again on another machine"
+        "rubik (resnet18) proxy s0/resnet18/pt-rubik/proxy-test: the records score 2 different "
+        "checkpoints of its pre-training (init_digest), e.g. one trained again on another machine"
     ]  # [0] says the order task is nearly solved
     # Two pre-training seeds' proxies score two checkpoints, as they should.
     assert diagnose([dict(r, init_digest=str(r["seed"])) for r in records[2:4]]) == []
