@@ -8,7 +8,8 @@ runs that start from it, each scored on ``eval_split``. Every scored run appends
 ``results/<name>.jsonl`` with the fields of :data:`rubikkit.results.RECORD_FIELDS` and a few more
 (``experiment``, ``run``, ``config_hash``, ``protocol``, ``data_options``, ``selected_epoch``,
 ``selected_by`` (a fine-tuning's selection: split, metric and the selected checkpoint's value),
-``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``). A run whose record (same
+``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``: the pre-trained weights a
+fine-tuning started from, noted in its run folder when it starts). A run whose record (same
 ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes where it
 stopped (an interrupted run folder is resumed from its ``last.pt``). A proxy record scores one
 set of weights: when a pre-training's ``best.pt`` no longer has the ``init_digest`` its proxy
@@ -1014,7 +1015,9 @@ def run_experiment(
                 ),
                 "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
-                "init_digest": digest_of(e["init"]) if e["init"] else None,
+                # a fine-tuning's own note of its start, else (older run folders) what is there
+                "init_digest": (e["kind"] == "finetune" and (summary or {}).get("init_digest"))
+                or (digest_of(e["init"]) if e["init"] else None),
             }
             # A proxy record is one per set of weights scored (see _needed).
             unique = ("run", "config_hash") + (("init_digest",) if e["kind"] == "proxy" else ())
@@ -1035,6 +1038,9 @@ def run_experiment(
 
 def _shown_options(options: dict) -> dict:
     return {k: v for k, v in options.items() if k not in ("root", "cache_dir")}
+
+
+INIT_DIGEST_FILE = "init_digest.txt"  # in a fine-tuning's run folder: the weights it started from
 
 
 def weights_digest(path: str | os.PathLike) -> str:
@@ -1208,6 +1214,16 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
     s = e["settings"]
     init = "scratch" if e["init"] is None else run_root / e["init"] / "best.pt"
     data_options = _with_cache(s["data"], s["data_options"], run_root.parent / "cache")
+    # The digest of the weights a fine-tuning starts from, written when it starts, so that a
+    # record made later (after a resume, or rescored after the records were lost) names them
+    # even if the pre-training's best.pt has changed since.
+    started_from = out / INIT_DIGEST_FILE
+    fresh = not _finished(out) and not (out / "last.pt").exists()
+    if e["init"] is not None and fresh:  # (again, if a start before wrote it and left no last.pt)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = started_from.with_suffix(".tmp")
+        tmp.write_text(weights_digest(init) + "\n", encoding="utf-8")
+        os.replace(tmp, started_from)
     if _finished(out) and _load_summary(out).get("config_hash") == e["config_hash"]:
         summary = _load_summary(out)
     else:
@@ -1247,6 +1263,8 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
         device=device,
         progress=progress,
     )
+    if started_from.exists():
+        summary = dict(summary, init_digest=started_from.read_text(encoding="utf-8").strip())
     return res["splits"][s["eval_split"]], dict(summary, eval_wall_s=res["wall_s"])
 
 

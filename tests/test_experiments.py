@@ -9,6 +9,7 @@ import pytest
 
 from rubikkit.cli import main as cli_main
 from rubikkit.experiments import (
+    INIT_DIGEST_FILE,
     PAGE_BEGIN,
     PAGE_END,
     _protocol,
@@ -891,6 +892,10 @@ def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     assert [e["status"] for e in listed] == ["planned"] * 4
     run_experiment(cfg, **kw)
     rescored = {r["method"]: r for r in load_records(path) if r["head"] == "classify"}
+    # The rubik fine-tuning still names the weights it started from, not the changed best.pt.
+    assert rescored["rubik"]["init_digest"] == proxy["init_digest"] != weights_digest(best)
+    assert (tmp_path / "runs" / "tiny" / ft["rubik"]["run"] / INIT_DIGEST_FILE).exists()
+    assert not (tmp_path / "runs" / "tiny" / ft["scratch"]["run"] / INIT_DIGEST_FILE).exists()
     for method, rec in rescored.items():
         trained = json.loads((tmp_path / "runs" / "tiny" / rec["run"] / "metrics.json").read_text())
         assert rec["metrics"] == ft[method]["metrics"]
