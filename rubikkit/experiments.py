@@ -688,19 +688,21 @@ def _with_cache(spec: str, options: dict, cache_dir: Path) -> dict:
     return opts
 
 
-def _existing(records_path: Path) -> set[tuple]:
-    """``(run, config_hash)`` of every record, and ``(run, config_hash, init_digest)`` of every
-    proxy record that names the weights it scored."""
+def _existing(records_path: Path) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
+    """``(run, config_hash)`` of every record, and per proxy ``(run, config_hash)`` the
+    ``init_digest`` of the weights its records scored (records that name them)."""
+    done: set[tuple[str, str]] = set()
+    scored: dict[tuple[str, str], set[str]] = {}
     if not records_path.exists():
-        return set()
+        return done, scored
     from rubikkit.results import load_records
 
-    done: set[tuple] = set()
     for r in load_records(records_path):
-        done.add((r.get("run"), r.get("config_hash")))
+        key = (r.get("run"), r.get("config_hash"))
+        done.add(key)
         if r.get("head") == "proxy" and r.get("init_digest"):
-            done.add((r.get("run"), r.get("config_hash"), r["init_digest"]))
-    return done
+            scored.setdefault(key, set()).add(r["init_digest"])
+    return done, scored
 
 
 def _shared_seed(pt: dict, variant: dict | None) -> int:
@@ -714,7 +716,11 @@ def _variant(pt: dict, method: str, name: str | None) -> dict | None:
 
 
 def _needed(
-    entry: dict, plan: list[dict], done: set[tuple], digest_of: Callable[[str], str | None]
+    entry: dict,
+    plan: list[dict],
+    done: set[tuple[str, str]],
+    scored: dict[tuple[str, str], set[str]],
+    digest_of: Callable[[str], str | None],
 ) -> bool:
     """Whether ``entry`` has to run: a scored run lacks its record, or a pre-training has a
     proxy or fine-tuning run (``init`` pointing at it) that lacks one. The dry run and the real
@@ -724,16 +730,18 @@ def _needed(
     now holds other weights (``digest_of(run)``, e.g. a pre-training trained again after its
     folder was lost, on another machine), the proxy runs again and adds a record for them;
     proxy records that name no ``init_digest`` (older ones) count as scoring whatever is there.
+    ``scored`` maps a proxy's ``(run, config_hash)`` to the digests its records name.
     """
 
     def lacks(d: dict) -> bool:
-        if (d["run"], d["config_hash"]) not in done:
+        key = (d["run"], d["config_hash"])
+        if key not in done:
             return True
-        if d["kind"] != "proxy":
+        named = scored.get(key) if d["kind"] == "proxy" else None
+        if not named:
             return False
         digest = digest_of(d["init"])
-        named = any(k[:2] == (d["run"], d["config_hash"]) for k in done if len(k) == 3)
-        return digest is not None and named and (d["run"], d["config_hash"], digest) not in done
+        return digest is not None and digest not in named
 
     if entry["kind"] != "pretrain":
         return lacks(entry)
@@ -901,7 +909,7 @@ def run_experiment(
     plan = plan_grid(cfg, seeds, methods, variants)
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
-    done = _existing(records_path)
+    done, scored = _existing(records_path)
     digests: dict[str, str | None] = {}  # pre-training run -> digest of its best.pt (None: none)
 
     def digest_of(run: str) -> str | None:
@@ -918,7 +926,7 @@ def run_experiment(
 
     if dry_run:
         for e in plan:
-            e["status"] = "planned" if _needed(e, plan, done, digest_of) else "skipped"
+            e["status"] = "planned" if _needed(e, plan, done, scored, digest_of) else "skipped"
             note = ""
             if e["kind"] == "pretrain" and e["status"] == "planned":
                 if _finished(run_root / e["run"]):
@@ -939,7 +947,7 @@ def run_experiment(
         e["status"] = "planned"
     with _data_root(root):
         for e in plan:
-            if not _needed(e, plan, done, digest_of):
+            if not _needed(e, plan, done, scored, digest_of):
                 e["status"] = "skipped"
                 why = "record exists" if e["kind"] != "pretrain" else "its runs have records"
                 log(f"skip     {e['kind']:8s} {e['run']} ({why})")
@@ -977,7 +985,8 @@ def run_experiment(
                 }
                 pt_settings = _plan_settings(plan, e["init"])
             else:
-                metrics, summary = _run_finetune(cfg, e, out, run_root, device, progress)
+                start = digest_of(e["init"]) if e["init"] else None
+                metrics, summary = _run_finetune(cfg, e, out, run_root, device, progress, start)
                 fields = {
                     "epochs": summary["epochs"],
                     "selected_epoch": (summary.get("best") or {}).get("epoch"),
@@ -1015,8 +1024,9 @@ def run_experiment(
                 ),
                 "pretrain_epochs": pt_summary["epochs"] if pt_summary else None,
                 "pretrain_wall_s": round(pt_summary["wall_s"], 2) if pt_summary else None,
-                # a fine-tuning's own note of its start, else (older run folders) what is there
-                "init_digest": (e["kind"] == "finetune" and (summary or {}).get("init_digest"))
+                # a fine-tuning's note of the weights it started from (older run folders have
+                # none: then what the pre-training holds now); a proxy's, the weights it scored
+                "init_digest": (summary.get("init_digest") if e["kind"] == "finetune" else None)
                 or (digest_of(e["init"]) if e["init"] else None),
             }
             # A proxy record is one per set of weights scored (see _needed).
@@ -1024,7 +1034,7 @@ def run_experiment(
             written = append_record(records_path, record, unique_by=unique)
             done.add((e["run"], e["config_hash"]))
             if e["kind"] == "proxy" and record["init_digest"]:
-                done.add((e["run"], e["config_hash"], record["init_digest"]))
+                scored.setdefault((e["run"], e["config_hash"]), set()).add(record["init_digest"])
             if e["kind"] == "finetune" and not keep_last:
                 (out / "last.pt").unlink(missing_ok=True)
             e["status"] = "done"
@@ -1208,7 +1218,9 @@ def _run_proxy(cfg, e, run_root: Path, device, progress):
     return res["splits"][s["eval_split"]], res
 
 
-def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
+def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress, start: str | None):
+    """Fine-tune (or take the finished run in ``out``) and score it; ``start`` is the digest of
+    the pre-trained weights it would start from (None from scratch)."""
     from rubikkit.train import evaluate, finetune
 
     s = e["settings"]
@@ -1219,10 +1231,10 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress):
     # even if the pre-training's best.pt has changed since.
     started_from = out / INIT_DIGEST_FILE
     fresh = not _finished(out) and not (out / "last.pt").exists()
-    if e["init"] is not None and fresh:  # (again, if a start before wrote it and left no last.pt)
+    if start is not None and fresh:  # (again, if a start before wrote it and left no last.pt)
         out.mkdir(parents=True, exist_ok=True)
         tmp = started_from.with_suffix(".tmp")
-        tmp.write_text(weights_digest(init) + "\n", encoding="utf-8")
+        tmp.write_text(start + "\n", encoding="utf-8")
         os.replace(tmp, started_from)
     if _finished(out) and _load_summary(out).get("config_hash") == e["config_hash"]:
         summary = _load_summary(out)
@@ -1785,13 +1797,14 @@ def diagnose(records: list[dict]) -> list[str]:
     heads: dict[tuple, list[dict]] = {}
     chosen: dict[tuple, list[tuple]] = {}  # (selected validation AUC, test AUC) per run
     inits: dict[tuple, set] = {}
+    proxy_inits: dict[tuple, set] = {}
     for r in records:
         label = method_label(r["method"], r.get("variant"))
         if r.get("head") == "proxy":
             proxies.setdefault((label, r["backbone"]), []).append(r["metrics"])
             if r.get("init_digest"):  # one pre-training run scored with other weights
-                key = (label, r["backbone"], "proxy", r.get("run") or f"seed {r.get('seed')}")
-                inits.setdefault(key, set()).add(r["init_digest"])
+                key = (label, r["backbone"], r.get("run") or f"seed {r.get('seed')}")
+                proxy_inits.setdefault(key, set()).add(r["init_digest"])
         elif r.get("init_digest"):
             inits.setdefault((label, r["backbone"], r["head"]), set()).add(r["init_digest"])
         if r.get("head") == "classify":
@@ -1881,17 +1894,18 @@ def diagnose(records: list[dict]) -> list[str]:
             if others:
                 line += f", {_mean_sd(others)[0]:.3f} in the others"
         lines.append(line)
-    for (label, bb, head, *run), found in sorted(inits.items()):
-        if len(found) > 1 and head == "proxy":
-            lines.append(
-                f"{label} ({bb}) proxy {run[0]}: the records score {len(found)} different "
-                "checkpoints of its pre-training (init_digest), e.g. one trained again on another "
-                "machine"
-            )
-        elif len(found) > 1:
+    for (label, bb, head), found in sorted(inits.items()):
+        if len(found) > 1:
             lines.append(
                 f"{label} ({bb}, {head}): fine-tuned from {len(found)} different pre-trained "
                 "checkpoints (init_digest): the seed spread includes the pre-training's"
+            )
+    for (label, bb, run), found in sorted(proxy_inits.items()):
+        if len(found) > 1:
+            lines.append(
+                f"{label} ({bb}) proxy {run}: the records score {len(found)} different "
+                "checkpoints of its pre-training (init_digest), e.g. one trained again on another "
+                "machine"
             )
     return lines
 
