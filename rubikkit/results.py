@@ -375,7 +375,7 @@ def seed_table(
     records: Iterable[dict],
     metric: str,
     *,
-    flag: str = "top_share",
+    flag: str | None = "top_share",
     flag_at: float = 0.95,
     digits: int = 3,
 ) -> str:
@@ -392,8 +392,10 @@ def seed_table(
         Records of one setting (equal values of :data:`SETTING_KEYS`), one or more methods.
     metric : str
         The metric in the cells, e.g. ``"auc"``.
-    flag, flag_at : str, float
-        Mark a cell with ``*`` when its record's ``metrics[flag] >= flag_at``.
+    flag, flag_at : str or None, float
+        Mark a cell with ``*`` when its record's ``metrics[flag] >= flag_at``; ``flag=None`` marks
+        nothing (a segmenter's records have no ``top_share``: a run that labels no voxel as the
+        lesion shows as a Dice of 0 in its own cell).
     digits : int
         Decimals of the cells.
 
@@ -435,7 +437,7 @@ def seed_table(
             if m is None or metric not in m:
                 row.append(MISSING)
                 continue
-            mark = "*" if m.get(flag, -math.inf) >= flag_at else ""
+            mark = "*" if flag is not None and m.get(flag, -math.inf) >= flag_at else ""
             flagged = flagged or bool(mark)
             row.append(f"{m[metric]:.{digits}f}{mark}")
         lines.append("| " + " | ".join(row) + " |")
@@ -448,7 +450,11 @@ def seed_table(
         )
     lines.append("| mean ± sd | " + " | ".join(stats) + " |")
     unchecked = sorted(
-        {method_label(r["method"], r.get("variant")) for r in recs if flag not in r["metrics"]}
+        {
+            method_label(r["method"], r.get("variant"))
+            for r in recs
+            if flag is not None and flag not in r["metrics"]
+        }
     )
     notes = [f"`*`: {flag} ≥ {flag_at:g} in that run."] if flagged else []
     if unchecked:

@@ -528,6 +528,11 @@ def test_seed_tables_pair_each_settings_runs_seed_by_seed():
     ]
     assert rows[4].startswith("| mean ± sd | 0.720 ± 0.026 (n=3) | 0.735")
     assert "| 0 | 0.900 |" in blocks[2]
+    # a segmenter's seed table marks no collapse and does not ask for top_share
+    seg = [dict(rec(m, s, 0.0), head="unet", metrics={"dice": v}) for m, s, v in
+           [("scratch", 0, 0.61), ("rubik", 0, 0.0)]]  # fmt: skip
+    seg_text = render_tables(seg, validate_config(_cfg(metrics=["dice"], seed_tables=["dice"])))
+    assert "| 0 | 0.610 | 0.000 |" in seg_text and "top_share" not in seg_text
 
 
 def test_pretraining_seeds_read_the_repeat_against_the_configured_run():

@@ -177,6 +177,11 @@ def test_seed_table_pairs_seeds_marks_collapse_and_leaves_gaps():
     # A record without the flag metric cannot be checked, and the table says so.
     old = _rec(3, 0.768, method="scratch", lf=0.1)
     assert "Records of scratch lack top_share" in results.seed_table(recs + [old], "acc")
+    # flag=None (a segmenter's records): nothing marked, no note about the missing flag
+    plain = results.seed_table(recs + [old], "acc", flag=None)
+    assert "*" not in plain and "top_share" not in plain
+    gap = results.MISSING
+    assert plain.splitlines()[3] == f"| 1 | 0.800 | {gap} | {gap} | {gap} |"
 
 
 @pytest.mark.parametrize(
