@@ -1232,10 +1232,10 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress, start: st
     started_from = out / INIT_DIGEST_FILE
     fresh = not _finished(out) and not (out / "last.pt").exists()
     if start is not None and fresh:  # (again, if a start before wrote it and left no last.pt)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = started_from.with_suffix(".tmp")
-        tmp.write_text(start + "\n", encoding="utf-8")
-        os.replace(tmp, started_from)
+        from rubikkit.data.io import atomic_path
+
+        with atomic_path(started_from) as tmp:
+            tmp.write_text(start + "\n", encoding="utf-8")
     if _finished(out) and _load_summary(out).get("config_hash") == e["config_hash"]:
         summary = _load_summary(out)
     else:
