@@ -83,6 +83,40 @@ def test_label_and_difficulty_options():
     assert not np.array_equal(easy, hard)
 
 
+@pytest.mark.parametrize(("kind", "air"), [("tumour", 0.2), ("hemorrhage", -500.0)])
+def test_offset_moves_the_head(kind, air):
+    """``offset`` moves the head by that many voxels and draws everything else as before."""
+    centred = make_phantom(kind, seed=3, size=32, normalize=False)
+    moved = make_phantom(kind, seed=3, size=32, normalize=False, offset=(2, 0, -3))
+    zero = make_phantom(kind, seed=3, size=32, normalize=False, offset=(0, 0, 0))
+    np.testing.assert_array_equal(zero["image"], centred["image"])  # no draw is added or lost
+    np.testing.assert_array_equal(zero["mask"], centred["mask"])
+    a = np.argwhere(centred["image"][0] > air).mean(axis=0)
+    b = np.argwhere(moved["image"][0] > air).mean(axis=0)
+    np.testing.assert_allclose(b - a, [2.0, 0.0, -3.0], atol=0.5)
+
+
+def test_offset_moves_the_nodule():
+    a = make_phantom("nodule", seed=2, size=32)["mask"]
+    b = make_phantom("nodule", seed=2, size=32, offset=(0, 4, -3))["mask"]
+    assert a.sum() == b.sum() > 0
+    np.testing.assert_allclose(np.argwhere(b).mean(0) - np.argwhere(a).mean(0), [0, 4, -3])
+
+
+def test_offset_breaks_the_heads_symmetry_for_the_cube_puzzle():
+    """A centred head is nearly symmetric about the volume's centre, so a half-turned cube looks
+    like the cube across the centre; moved off the centre, it mostly does not."""
+    from rubikkit.tasks import get_task
+
+    task = get_task("rubik")
+    share = {}
+    for off in (0, (0, 4, 4)):
+        ds = PhantomDataset("tumour", n=6, size=32, split="test", labels="whole", offset=off)
+        vols = np.stack([ds[i]["image"].numpy() for i in range(len(ds))])
+        share[off] = task.turn_confusion(vols)["turn_mirror_nearest"]
+    assert share[0] > 0.95 and share[(0, 4, 4)] < 0.6, share
+
+
 def test_phantom_errors():
     with pytest.raises(ValueError, match="kind: unknown phantom kind"):
         make_phantom("liver")
@@ -102,6 +136,12 @@ def test_phantom_errors():
         PhantomDataset("nodule", split="holdout")
     with pytest.raises(ValueError, match="labels"):
         PhantomDataset("tumour", labels="oedema")
+    with pytest.raises(ValueError, match="offset: expected the centre to stay inside"):
+        make_phantom("tumour", size=16, offset=(0, 8, 0))
+    with pytest.raises(ValueError, match="offset: expected mm"):
+        PhantomDataset("tumour", size=16, offset="left")
+    with pytest.raises(ValueError, match="offset: expected mm"):
+        make_phantom("nodule", size=16, offset=(1, 2))
 
 
 def _histograms(ds) -> tuple[np.ndarray, np.ndarray]:

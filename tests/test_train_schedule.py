@@ -209,3 +209,37 @@ def test_a_run_records_the_commit_it_started_from(tmp_path, monkeypatch):
     )
     assert summary["commit"] == "started-here"
     assert json.loads((out / "config.json").read_text())["commit"] == "started-here"
+
+
+def test_git_commit_marks_a_checkout_whose_code_differs(tmp_path):
+    import shutil
+    import subprocess
+
+    from rubikkit.train.runs import git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    assert git_commit(tmp_path) is None  # not a checkout
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "rubikkit").mkdir()
+    (tmp_path / "rubikkit" / "ops.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("notes\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "README.md").write_text("other notes\n")  # not code
+    (tmp_path / ".gitignore").write_text("*.so\n")
+    (tmp_path / "rubikkit" / "_C.so").write_bytes(b"built")  # ignored build product
+    assert git_commit(tmp_path) == head
+    (tmp_path / "rubikkit" / "new.py").write_text("y = 2\n")  # new, not ignored
+    assert git_commit(tmp_path) == f"{head}+dirty"
+    (tmp_path / "rubikkit" / "new.py").unlink()
+    (tmp_path / "rubikkit" / "ops.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == f"{head}+dirty"

@@ -97,6 +97,19 @@ class VolumeDataset(Dataset):
         )
 
 
+def mm3(value, name: str, signed: bool) -> tuple[float, float, float]:
+    """A float or 3 floats of mm (D, H, W) as a 3-tuple; finite, and >= 0 unless ``signed``."""
+    v3 = (value,) * 3 if np.isscalar(value) else tuple(value)
+    try:
+        v3 = tuple(float(v) for v in v3)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected mm as a float or 3 floats, got {value!r}") from None
+    kind = "finite" if signed else "non-negative"
+    if len(v3) != 3 or not all(np.isfinite(v) and (signed or v >= 0) for v in v3):
+        raise ValueError(f"{name}: expected mm as a {kind} float or 3 of them, got {value!r}")
+    return v3
+
+
 def split_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     """Validate (train, val, test) fractions: 3 non-negative numbers summing to 1."""
     f = tuple(float(x) for x in fractions)

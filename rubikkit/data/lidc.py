@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rubikkit.data.base import VolumeDataset, group_split
+from rubikkit.data.base import VolumeDataset, group_split, mm3
 from rubikkit.data.cache import cached_arrays, file_fingerprint
 from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, window_ct
 from rubikkit.data.io import load_nifti
@@ -96,19 +96,6 @@ def _shape3(size) -> tuple[int, int, int]:
     if len(s) != 3 or min(s) < 1:
         raise ValueError(f"size: expected an int or 3 positive ints, got {size!r}")
     return s  # type: ignore[return-value]
-
-
-def _mm3(value, name: str, signed: bool) -> tuple[float, float, float]:
-    """A float or 3 floats of mm (D, H, W) as a 3-tuple; finite, and >= 0 unless ``signed``."""
-    v3 = (value,) * 3 if np.isscalar(value) else tuple(value)
-    try:
-        v3 = tuple(float(v) for v in v3)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected mm as a float or 3 floats, got {value!r}") from None
-    kind = "finite" if signed else "non-negative"
-    if len(v3) != 3 or not all(np.isfinite(v) and (signed or v >= 0) for v in v3):
-        raise ValueError(f"{name}: expected mm as a {kind} float or 3 of them, got {value!r}")
-    return v3
 
 
 class LIDCNodules(VolumeDataset):
@@ -225,12 +212,12 @@ class LIDCNodules(VolumeDataset):
         if len(sp) != 3 or min(sp) <= 0:
             raise ValueError(f"spacing: expected a positive float or 3 of them, got {spacing!r}")
         self.spacing = sp
-        sh = _mm3(shift, "shift", signed=False)
+        sh = mm3(shift, "shift", signed=False)
         if isinstance(shift_seed, bool) or not isinstance(shift_seed, (int, np.integer)):
             raise ValueError(f"shift_seed: expected an int, got {shift_seed!r}")
         if shift_seed < 0:
             raise ValueError(f"shift_seed: expected a non-negative int, got {shift_seed}")
-        off = _mm3(offset, "offset", signed=True)
+        off = mm3(offset, "offset", signed=True)
         self.shift = sh
         self.offset = off
         self.normalize = normalize

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rubikkit.data.base import VolumeDataset, label_class_names, merge_labels
+from rubikkit.data.base import VolumeDataset, label_class_names, merge_labels, mm3
 from rubikkit.data.intensity import minmax_to_unit, window_ct
 
 __all__ = ["KINDS", "PhantomDataset", "make_phantom", "phantom_class_names", "save_phantom_folder"]
@@ -124,6 +124,17 @@ def _size3(size) -> tuple[int, int, int]:
     if len(s) != 3 or min(s) < 8:
         raise ValueError(f"size: expected an int or 3 ints (D, H, W), each >= 8, got {size!r}")
     return s  # type: ignore[return-value]
+
+
+def _offset3(offset, shape) -> tuple[float, float, float]:
+    """``offset`` as 3 voxel counts (D, H, W) that keep the centre inside a volume of ``shape``."""
+    off = mm3(offset, "offset", signed=True)
+    if any(abs(o) >= (n - 1) / 2 for o, n in zip(off, shape)):
+        raise ValueError(
+            f"offset: expected the centre to stay inside the volume, |offset| < (size - 1) / 2 "
+            f"on each axis of {shape}, got {offset!r}"
+        )
+    return off
 
 
 # ----------------------------------------------------------------------------- random fields
@@ -218,8 +229,11 @@ def _smoothstep(r: np.ndarray, edge: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- head model
-def _head(rng: np.random.Generator, shape, difficulty: float) -> dict:
-    """Tissue map of a deformed head: skull, CSF, grey/white matter, ventricles, deep nuclei."""
+def _head(rng: np.random.Generator, shape, difficulty: float, offset=(0.0, 0.0, 0.0)) -> dict:
+    """Tissue map of a deformed head: skull, CSF, grey/white matter, ventricles, deep nuclei.
+
+    ``offset`` moves the head's centre by that many voxels (D, H, W) off the volume's centre.
+    """
     cd, ch, cw = _coords(shape)
     amp = 0.05
     q = (
@@ -228,7 +242,8 @@ def _head(rng: np.random.Generator, shape, difficulty: float) -> dict:
         cw + amp * _lowfreq(rng, shape),
     )
     radii = np.array([0.80, 0.92, 0.80]) * rng.uniform(0.93, 1.03, 3)
-    centre = rng.normal(0.0, 0.02, 3)
+    # voxels to normalised units (the volume spans [-1, 1]); adding zeros leaves the draw as it was
+    centre = rng.normal(0.0, 0.02, 3) + np.array([2.0 * o / (n - 1) for o, n in zip(offset, shape)])
     r = _ellipsoid(q, centre, radii)
     skull_in = rng.uniform(0.89, 0.92)
     brain_r = skull_in - 0.03
@@ -354,8 +369,8 @@ def _bleed(
     return np.clip(blood, 0.0, 1.3), extra
 
 
-def _hemorrhage(rng, shape, d, label) -> dict:
-    head = _head(rng, shape, d)
+def _hemorrhage(rng, shape, d, label, offset) -> dict:
+    head = _head(rng, shape, d, offset)
     tissue = head["tissue"]
     hu = _CT_HU[tissue]
     tex = _texture(rng, shape)
@@ -383,8 +398,8 @@ def _hemorrhage(rng, shape, d, label) -> dict:
 
 
 # ----------------------------------------------------------------------------- tumour
-def _tumour(rng, shape, d) -> dict:
-    head = _head(rng, shape, d)
+def _tumour(rng, shape, d, offset) -> dict:
+    head = _head(rng, shape, d, offset)
     tissue, rel, brain = head["tissue"], head["rel"], head["brain"]
     # site: inside the brain, off-centre in one hemisphere, away from the ventricles' middle
     u = rng.normal(0, 1, 3)
@@ -430,7 +445,7 @@ def _tumour(rng, shape, d) -> dict:
 
 
 # ----------------------------------------------------------------------------- nodule
-def _nodule(rng, shape, d, label) -> dict:
+def _nodule(rng, shape, d, label, offset) -> dict:
     cd, ch, cw = (np.arange(n, dtype=np.float32) - (n - 1) / 2 for n in shape)  # mm at 1 mm
     cd, ch, cw = cd[:, None, None], ch[None, :, None], cw[None, None, :]
     hu = -860.0 + 30.0 * _field(rng, shape, 8) + 15.0 * _field(rng, shape, 16)
@@ -456,7 +471,7 @@ def _nodule(rng, shape, d, label) -> dict:
         occ = _smoothstep(np.sqrt(np.maximum(dist2, 0)) / rad, 0.5)
         hu = hu * (1 - occ) + 30.0 * occ
     # the nodule, centred with a small offset
-    c = rng.normal(0, 1.5, 3).astype(np.float32)
+    c = (rng.normal(0, 1.5, 3) + np.asarray(offset)).astype(np.float32)
     rel = (cd - c[0], ch - c[1], cw - c[2])
     dist = np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2) + 1e-6
     u = [r / dist for r in rel]
@@ -513,6 +528,7 @@ def make_phantom(
     *,
     label: int | None = None,
     normalize: bool = True,
+    offset=0.0,
 ) -> dict:
     """Generate one phantom volume, deterministically from ``seed``.
 
@@ -533,6 +549,12 @@ def make_phantom(
         CT kinds: window to [-1, 1] (brain window level 40 / width 120 HU, lung window -600 / 1500);
         tumour: each channel by :func:`~rubikkit.data.intensity.minmax_to_unit`. False returns HU
         (CT) or raw MR intensities (white matter ~0.8).
+    offset : float or 3 floats
+        Move the head's centre (the nodule's, for ``"nodule"``) that many voxels (D, H, W; any
+        sign, 1 mm each) off the volume's centre, e.g. to pre-train a cube puzzle on volumes whose
+        grid of cubes is not centred on the anatomy; the field of view stays, so a head moved far
+        loses a slice of itself at one side. Every draw is the same as without it. The centre must
+        stay inside the volume.
 
     Returns
     -------
@@ -550,6 +572,7 @@ def make_phantom(
     difficulty = float(difficulty)
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty: expected a number in [0, 1], got {difficulty}")
+    off = _offset3(offset, shape)
     rng = np.random.default_rng(int(seed))
     n_classes = len(KINDS[k]) if k != "tumour" else 0
     drawn = int(rng.integers(0, n_classes)) if n_classes else None
@@ -560,15 +583,15 @@ def make_phantom(
             raise ValueError(f"label: expected 0..{n_classes - 1} for {k}, got {label}")
         drawn = int(label)
     if k == "hemorrhage":
-        out = _hemorrhage(rng, shape, difficulty, drawn)
+        out = _hemorrhage(rng, shape, difficulty, drawn, off)
         image = window_ct(out["hu"], *BRAIN_WINDOW) if normalize else out["hu"]
         image = image[None]
     elif k == "nodule":
-        out = _nodule(rng, shape, difficulty, drawn)
+        out = _nodule(rng, shape, difficulty, drawn, off)
         image = window_ct(out["hu"], *LUNG_WINDOW) if normalize else out["hu"]
         image = image[None]
     else:
-        out = _tumour(rng, shape, difficulty)
+        out = _tumour(rng, shape, difficulty, off)
         image = np.stack([minmax_to_unit(c) for c in out["mr"]]) if normalize else out["mr"]
     return {
         "image": np.ascontiguousarray(image, dtype=np.float32),
@@ -599,6 +622,9 @@ class PhantomDataset(VolumeDataset):
         See :func:`make_phantom`.
     split : {"train", "val", "test", "all"}
         ``"all"`` is the train range.
+    offset : float or 3 floats
+        Move every item's head (or nodule) that many voxels (D, H, W) off the volume's centre; see
+        :func:`make_phantom`. Default 0: centred, the items as they were before the option existed.
     labels : {"raw", "whole", "core", "enhancing"}
         Tumour only: raw mask (0 background, 1 necrosis, 2 oedema, 3 enhancing) or a binary region.
     return_mask : bool
@@ -625,6 +651,7 @@ class PhantomDataset(VolumeDataset):
         split: str = "train",
         *,
         labels: str = "raw",
+        offset=0.0,
         return_mask: bool = False,
         cache: bool | None = None,
         normalize: bool = True,
@@ -639,6 +666,7 @@ class PhantomDataset(VolumeDataset):
             raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
         self.n = int(n)
         self.size = _size3(size)
+        self.offset = _offset3(offset, self.size)
         self.seed = int(seed)
         self.difficulty = float(difficulty)
         if not 0.0 <= self.difficulty <= 1.0:
@@ -683,6 +711,7 @@ class PhantomDataset(VolumeDataset):
             self.difficulty,
             label=label,
             normalize=self.normalize,
+            offset=self.offset,
         )
         item = {"image": ph["image"], "id": f"{self.kind}-{self.split}-{index:05d}"}
         if self.task == "classification":

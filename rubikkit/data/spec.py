@@ -4,7 +4,7 @@ Specs (``scheme:argument``):
 
 =============================  ====================================================================
 ``phantoms:hemorrhage``        built-in phantoms (also ``tumour``, ``nodule``); options ``n``,
-                               ``size``, ``seed``, ``difficulty`` (:class:`~.phantoms.PhantomDataset`)
+                               ``size``, ``seed``, ``difficulty``, ``offset`` (:class:`~.phantoms.PhantomDataset`)
 ``medmnist3d:adrenal``         MedMNIST 3D (``organ``, ``nodule``, ``fracture``, ``vessel``,
                                ``synapse``); options ``size=28|64``, ``root``, ``download``
 ``lidc:PATH``                  LIDC nodule VOIs (:class:`~.lidc.LIDCNodules`)

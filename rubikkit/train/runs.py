@@ -98,19 +98,29 @@ def eval_loader(dataset, batch_size: int, workers: int, device: torch.device) ->
     )
 
 
-def git_commit() -> str | None:
-    """The commit of the rubikkit checkout, when it is one (for run records)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        res = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
+def git_commit(root=None) -> str | None:
+    """The commit of the rubikkit checkout (or of the git checkout ``root``), when it is one.
+
+    A checkout whose code (``rubikkit/``, ``csrc/``, ``setup.py``; changed or new files that git
+    does not ignore) differs from that commit gets ``+dirty`` after the hash, as ``git describe
+    --dirty`` marks it: the record then says that the commit alone does not reproduce it.
+    """
+    root = Path(__file__).resolve().parents[2] if root is None else Path(root)
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=5
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if not head:
         return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    changed = git("status", "--porcelain", "--", "rubikkit", "csrc", "setup.py")
+    return f"{head}+dirty" if changed else head
 
 
 def options_dict(options, name: str) -> dict:
