@@ -234,6 +234,7 @@ def test_git_commit_marks_a_checkout_whose_code_differs(tmp_path):
         ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     assert git_commit(tmp_path) == head
+    assert git_commit(tmp_path / "rubikkit") is None  # a folder inside a checkout is not one
     (tmp_path / "README.md").write_text("other notes\n")  # not code
     (tmp_path / ".gitignore").write_text("*.so\n")
     (tmp_path / "rubikkit" / "_C.so").write_bytes(b"built")  # ignored build product

@@ -101,6 +101,9 @@ def eval_loader(dataset, batch_size: int, workers: int, device: torch.device) ->
 def git_commit(root=None) -> str | None:
     """The commit of the rubikkit checkout (or of the git checkout ``root``), when it is one.
 
+    None when it is not the top of a checkout: an installed copy in a virtual environment kept
+    inside some other checkout must not take that checkout's commit.
+
     A checkout whose code (``rubikkit/``, ``csrc/``, ``setup.py``; changed or new files that git
     does not ignore) differs from that commit gets ``+dirty`` after the hash, as ``git describe
     --dirty`` marks it: the record then says that the commit alone does not reproduce it.
@@ -116,6 +119,9 @@ def git_commit(root=None) -> str | None:
             return None
         return res.stdout.strip() if res.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
+    if not top or Path(top).resolve() != root.resolve():
+        return None  # an installed copy (site-packages), even inside some other checkout
     head = git("rev-parse", "HEAD")
     if not head:
         return None
