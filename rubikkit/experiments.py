@@ -39,7 +39,9 @@ need another budget, ``seed``: null for one pre-training per seed, or an int for
 with that seed shared by every fine-tuning seed, ``variants`` {method: list of variants}, see
 below), ``finetune`` (section or null: ``methods``,
 ``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
-``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``, ``variants``
+``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``,
+``duc_output_stride`` (int or null: the DUC runs its encoder at this output stride, the deeper
+stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``variants``
 {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
 a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
@@ -169,6 +171,7 @@ _FINETUNE_FIELDS = {
     "dropout": (int, float),
     "val_split": (str, type(None)),
     "variants": dict,
+    "duc_output_stride": (int, type(None)),
 }
 _REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
 
@@ -347,7 +350,29 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
             check_augment(ft["augment"])
         except ValueError as exc:
             raise ValueError(f"finetune.{exc}") from None
+        _check_output_stride(cfg)
     return cfg
+
+
+def _check_output_stride(cfg: dict) -> None:
+    """``finetune.duc_output_stride`` must suit every backbone of the grid (checked before any
+    pre-training runs, on shapes only)."""
+    ft = cfg["finetune"]
+    value = ft.get("duc_output_stride")
+    if value is None:
+        return
+    if "duc" not in ft["heads"]:
+        raise ValueError("finetune.duc_output_stride: set, but finetune.heads has no 'duc'")
+    import torch
+
+    from rubikkit.models import build_backbone
+
+    for bb in cfg["backbones"]:
+        try:
+            with torch.device("meta"):
+                build_backbone(bb, **_bb_options(cfg, bb)).dilate_(value)
+        except ValueError as exc:
+            raise ValueError(f"finetune.duc_{exc}") from None
 
 
 def variant_name(variant: dict) -> str:
@@ -505,6 +530,12 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
         "dropout": ft["dropout"],
         "val_split": ft["val_split"],
         "eval_split": cfg["eval_split"],
+        # only where set, so the config hashes of the grids that never set it stay as they were
+        **(
+            {"output_stride": ft["duc_output_stride"]}
+            if head == "duc" and ft.get("duc_output_stride") is not None
+            else {}
+        ),
     }
 
 
@@ -1004,6 +1035,11 @@ def run_experiment(
                 "variant": e.get("variant"),
                 "backbone": e["backbone"],
                 "head": e["head"],
+                **(
+                    {"output_stride": e["settings"]["output_stride"]}
+                    if "output_stride" in e.get("settings", {})
+                    else {}
+                ),
                 "label_fraction": e["label_fraction"],
                 "seed": e["seed"],
                 "split": cfg["eval_split"],
@@ -1262,6 +1298,7 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress, start: st
             augment=s["augment"],
             val_split=s["val_split"],
             progress=progress,
+            output_stride=s.get("output_stride"),
         )
         summary["config_hash"] = e["config_hash"]
         from rubikkit.train.loop import write_json

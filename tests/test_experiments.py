@@ -128,6 +128,39 @@ def test_shipped_configs_are_valid(tmp_path):
         assert plan and all(e["status"] == "planned" for e in plan), p.name
 
 
+def test_duc_output_stride_reaches_the_duc_runs_only(tmp_path):
+    seg = dict(data="phantoms:tumour", metrics=["miou", "dice"], proxy_eval=False)
+    plain = plan_grid(validate_config(_cfg(**seg, finetune__heads=["unet", "duc"])))
+    cfg = validate_config(
+        _cfg(**seg, finetune__heads=["unet", "duc"], finetune__duc_output_stride=1)
+    )
+    plan = plan_grid(cfg)
+    hashes = {e["run"]: e["config_hash"] for e in plain}
+    for e in plan:
+        if e["kind"] == "finetune" and e["head"] == "duc":
+            assert e["settings"]["output_stride"] == 1 and e["config_hash"] != hashes[e["run"]]
+        else:  # the U-Net and the pre-training keep their settings and hashes
+            assert "output_stride" not in e.get("settings", {})
+            assert e["config_hash"] == hashes[e["run"]]
+    # null is the field left out: every hash as before
+    unset = plan_grid(validate_config(_cfg(**seg, finetune__heads=["unet", "duc"],
+                                           finetune__duc_output_stride=None)))  # fmt: skip
+    assert {e["run"]: e["config_hash"] for e in unset} == hashes
+    with pytest.raises(ValueError, match="finetune.duc_output_stride: set, but finetune.heads"):
+        validate_config(_cfg(**seg, finetune__heads=["unet"], finetune__duc_output_stride=1))
+    with pytest.raises(ValueError, match=r"finetune.duc_output_stride: expected one of \[1, 2\]"):
+        validate_config(_cfg(**seg, finetune__heads=["duc"], finetune__duc_output_stride=4))
+    # The run dilates the encoder, and the record says at which stride the DUC ran.
+    tiny = validate_config(_cfg(**seg, finetune__heads=["duc"], finetune__duc_output_stride=1,
+                                finetune__methods=["scratch"], pretrain=None))  # fmt: skip
+    kw = dict(device="cpu", results_dir=tmp_path, runs_dir=tmp_path / "runs", progress=False)
+    run_experiment(tiny, log=lambda *a: None, **kw)
+    (record,) = load_records(tmp_path / "tiny.jsonl")
+    assert record["head"] == "duc" and record["output_stride"] == 1
+    config = json.loads((tmp_path / "runs" / "tiny" / record["run"] / "config.json").read_text())
+    assert config["backbone"]["output_stride"] == 1
+
+
 def test_grid_order_and_ids():
     cfg = validate_config(_cfg(seeds=[0, 1], finetune__label_fractions=[0.5, 1.0]))
     plan = plan_grid(cfg)

@@ -130,6 +130,87 @@ def test_duc_predicts_r_cubed_channels():
     assert duc.r == 16 and duc.head[-1].out_channels == 16**3 * 2
 
 
+def _random_bn_stats(module: torch.nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+
+
+@pytest.mark.parametrize(
+    "name, options, sizes",
+    [
+        ("vgg3d", {}, [(32, 32, 32), (35, 33, 30)]),
+        ("resnet10", {}, [(64, 64, 64), (70, 66, 61)]),
+        ("resnet10", {"stem": "small"}, [(16, 16, 16), (19, 17, 15)]),
+    ],
+)
+def test_dilated_backbone_is_the_dense_version_of_the_strided_one(name, options, sizes):
+    torch.manual_seed(0)
+    strided = build_backbone(name, 2, **TINY[name], **options)
+    _random_bn_stats(strided)
+    strided = strided.double().eval()
+    for output_stride in sorted(set(strided.stage_strides) - {strided.stage_strides[0]}):
+        dense = build_backbone(name, 2, **TINY[name], **options, output_stride=output_stride)
+        assert dense.total_stride == output_stride
+        dense.load_state_dict(strided.state_dict())  # same tensors, same names
+        dense = dense.double().eval()
+        for size in sizes:
+            x = torch.randn(1, 2, *size, dtype=torch.float64)
+            with torch.no_grad():
+                pairs = zip(strided.forward_features(x), dense.forward_features(x))
+                for s, (a, b) in zip(strided.stage_strides, pairs):
+                    assert tuple(b.shape[2:]) == tuple(-(-L // min(s, output_stride)) for L in size)
+                    k = s // min(s, output_stride)
+                    torch.testing.assert_close(b[:, :, ::k, ::k, ::k], a, rtol=0, atol=1e-10)
+
+
+def test_dilate_keeps_parameters_and_rebuilds_from_config():
+    b = tiny("vgg3d")
+    before = {k: v.clone() for k, v in b.state_dict().items()}
+    assert b.dilate_(4) is b
+    assert b.stage_strides == (1, 2, 4, 4, 4) and b.config["output_stride"] == 4
+    assert {k: v.shape for k, v in b.state_dict().items()} == {
+        k: v.shape for k, v in before.items()
+    }
+    assert all(torch.equal(v, before[k]) for k, v in b.state_dict().items())
+    again = build_backbone(**json.loads(json.dumps(b.config)))
+    assert again.stage_strides == b.stage_strides
+    assert b.dilate_(4) is b  # the same stride again changes nothing
+    plain = tiny("vgg3d")
+    assert plain.dilate_(16).config == tiny("vgg3d").config  # the total stride: no change
+    duc = DUC3D(tiny("vgg3d").dilate_(8), n_classes=2, hidden=8)
+    assert duc.r == 8 and duc.head[-1].out_channels == 8**3 * 2
+    assert duc(torch.randn(1, *ODD)).shape == (1, 2, *ODD[1:])
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("vgg3d", 3, r"output_stride: expected one of \[1, 2, 4, 8, 16\]"),
+        ("vgg3d", 32, "output_stride"),
+        ("vgg3d", 4.0, "output_stride"),
+        ("vgg3d", True, "output_stride"),
+        ("resnet18", 2, r"output_stride: expected one of \[4, 8, 16, 32\] for resnet18"),
+    ],
+)
+def test_dilate_errors_name_the_argument(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        tiny(name).dilate_(value)
+    with pytest.raises(ValueError, match="output_stride"):
+        build_backbone(name, 1, **TINY[name], output_stride=value)
+
+
+def test_dilate_refuses_a_second_output_stride():
+    b = tiny("resnet10").dilate_(8)
+    with pytest.raises(
+        ValueError, match="output_stride: the backbone is already dilated to output stride 8"
+    ):
+        b.dilate_(16)
+
+
 def test_classifier_and_errors():
     b = tiny("resnet10", 2)
     clf = Classifier(b, 4, dropout=0.5)

@@ -155,6 +155,38 @@ def test_finetune_from_scratch_segmentation(tmp_path):
     assert 0 <= val["miou"] <= 1
 
 
+def test_duc_at_a_finer_output_stride_from_a_pretraining(tmp_path, capsys):
+    tumour = ["--data", "phantoms:tumour", "--data-option", "n=4", "--data-option", "size=16"]
+    pre, seg = tmp_path / "pre", tmp_path / "seg"
+    assert main(["pretrain", "--task", "rubik", *tumour, "--backbone-option", "widths=4,8",
+                 "--task-option", "n_perms=8", "--out", str(pre), "--max-steps", "1",
+                 "--batch-size", "2", *FAST]) == 0  # fmt: skip
+    finetune = ["finetune", "--init", str(pre / "best.pt"), *tumour, "--max-steps", "2", *FAST]
+    assert main([*finetune, "--head", "duc", "--output-stride", "1", "--out", str(seg)]) == 0
+    config = json.loads((seg / "config.json").read_text())
+    assert config["backbone"]["output_stride"] == 1 and config["method"] == "rubik"
+    val = json.loads((seg / "metrics.json").read_text())["splits"]["val"]
+    capsys.readouterr()
+    # evaluate rebuilds the dilated encoder from the run's config and scores the same
+    assert main(["evaluate", str(seg / "best.pt"), *tumour, "--split", "val", *FAST[:3]]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["miou"] == pytest.approx(val["miou"]) and again["loss"] == pytest.approx(
+        val["loss"]
+    )
+    # a stride the backbone does not have, or a head without one, is refused by name
+    assert (
+        main([*finetune, "--head", "duc", "--output-stride", "3", "--out", str(tmp_path / "a")])
+        == 2
+    )
+    assert "output_stride: expected one of [1, 2]" in capsys.readouterr().err
+    assert (
+        main([*finetune, "--head", "unet", "--output-stride", "1", "--out", str(tmp_path / "b")])
+        == 2
+    )
+    assert "output_stride: applies to the DUC head only" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_evaluate_a_pretrain_checkpoint(pretrained, capsys):
     code = main(
         [

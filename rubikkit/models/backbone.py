@@ -70,6 +70,59 @@ class Backbone(nn.Module):
         """Stride of the deepest feature map (inputs padded to a multiple of it tile exactly)."""
         return self.stage_strides[-1]
 
+    #: The smallest output stride :meth:`dilate_` can give (strides before the first dilatable
+    #: stage stay).
+    min_output_stride: int = 1
+
+    def dilate_(self, output_stride: int) -> Backbone:
+        """Trade the downsamplings below ``output_stride`` for dilated convolutions, in place.
+
+        The *a trous* trick of dense prediction (DeepLab; Wang et al.'s DUC, WACV 2018, runs its
+        ResNet at output stride 8): a stage that would halve the resolution keeps it, and every
+        convolution after it spreads its taps by the factor it no longer downsamples by, so the
+        same weights (a pre-trained encoder's) see the same neighbourhoods on a denser grid. In
+        eval mode the deepest map sampled every ``total_stride / output_stride`` voxels equals
+        the undilated network's map; in training, batch norm sees the dense map's statistics.
+
+        Parameters
+        ----------
+        output_stride : int
+            One of ``stage_strides`` from :attr:`min_output_stride` up; ``total_stride`` leaves
+            the network as it is.
+
+        Returns
+        -------
+        Backbone
+            ``self``, its ``stage_strides`` capped at ``output_stride`` and ``config`` holding
+            ``output_stride`` so that ``build_backbone(**config)`` rebuilds it dilated. No
+            parameter is added or renamed: state dicts load either way.
+        """
+        if "output_stride" in self.config and output_stride != self.total_stride:
+            raise ValueError(
+                f"output_stride: the backbone is already dilated to output stride "
+                f"{self.total_stride}; build it again to choose {output_stride!r}"
+            )
+        valid = sorted({s for s in self.stage_strides if s >= self.min_output_stride})
+        if (
+            isinstance(output_stride, bool)
+            or not isinstance(output_stride, numbers.Integral)
+            or int(output_stride) not in valid
+        ):
+            raise ValueError(
+                f"output_stride: expected one of {valid} for {self.config.get('name')}, "
+                f"got {output_stride!r}"
+            )
+        output_stride = int(output_stride)
+        if output_stride == self.total_stride:
+            return self
+        self._dilate(output_stride)
+        self.stage_strides = tuple(min(s, output_stride) for s in self.stage_strides)
+        self.config["output_stride"] = output_stride
+        return self
+
+    def _dilate(self, output_stride: int) -> None:  # pragma: no cover
+        raise NotImplementedError(f"{type(self).__name__} cannot be dilated")
+
     def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
@@ -89,6 +142,35 @@ class Backbone(nn.Module):
         return self.pool(self.forward_features(x)[-1]).flatten(1)
 
 
+def set_dilation(conv: nn.Conv3d, dilation: int, stride: int = 1) -> None:
+    """Make a 3x3x3 (or 1x1x1) convolution dilated by ``dilation`` with "same" zero padding."""
+    conv.stride = (stride,) * 3
+    if conv.kernel_size != (1, 1, 1):
+        conv.dilation = (dilation,) * 3
+        conv.padding = (dilation * (conv.kernel_size[0] // 2),) * 3
+
+
+class DenseMaxPool3d(nn.Module):
+    """A 2x2x2 max-pool of stride 2 evaluated at every voxel of a grid dilated by ``dilation``.
+
+    Voxel ``p`` takes the maximum over ``p + dilation * {0, 1}`` on each axis, with the voxels past
+    the end left out (as ``ceil_mode`` does), so sampling the output every ``2 * dilation`` voxels
+    gives the strided pool of the map sampled every ``dilation`` voxels.
+    """
+
+    def __init__(self, dilation: int):
+        super().__init__()
+        self.dilation = int(dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation
+        x = nn.functional.pad(x, (0, d, 0, d, 0, d), value=float("-inf"))
+        return nn.functional.max_pool3d(x, 2, stride=1, dilation=d)
+
+    def extra_repr(self) -> str:
+        return f"dilation={self.dilation}"
+
+
 def build_backbone(name: str, in_channels: int = 1, **kwargs) -> Backbone:
     """Build a backbone by name.
 
@@ -98,7 +180,8 @@ def build_backbone(name: str, in_channels: int = 1, **kwargs) -> Backbone:
     in_channels : int
         Input channels C.
     **kwargs
-        Architecture options: ``widths`` (and ``convs`` for VGG).
+        Architecture options: ``widths`` (and ``convs`` for VGG, ``stem`` for ResNets), and
+        ``output_stride`` (:meth:`Backbone.dilate_`).
 
     Returns
     -------
@@ -108,11 +191,16 @@ def build_backbone(name: str, in_channels: int = 1, **kwargs) -> Backbone:
     from rubikkit.models.resnet import ResNet3D
     from rubikkit.models.vgg import VGG3D
 
+    output_stride = kwargs.pop("output_stride", None)
     if name == "vgg3d":
-        return VGG3D(in_channels=in_channels, **kwargs)
-    if isinstance(name, str) and name.startswith("resnet") and name in BACKBONES:
-        return ResNet3D(depth=int(name[len("resnet") :]), in_channels=in_channels, **kwargs)
-    raise ValueError(f"name: unknown backbone {name!r}; expected one of {BACKBONES}")
+        backbone = VGG3D(in_channels=in_channels, **kwargs)
+    elif isinstance(name, str) and name.startswith("resnet") and name in BACKBONES:
+        backbone = ResNet3D(depth=int(name[len("resnet") :]), in_channels=in_channels, **kwargs)
+    else:
+        raise ValueError(f"name: unknown backbone {name!r}; expected one of {BACKBONES}")
+    if output_stride is not None:
+        backbone.dilate_(output_stride)
+    return backbone
 
 
 def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -4,6 +4,12 @@ Instead of a random decoder of transposed convolutions, convolutions on the enco
 feature map (stride r) predict ``r**3 * n_classes`` channels per position, and a 3D pixel shuffle
 rearranges them into a full-resolution ``n_classes`` map. Few trainable parameters sit on top of
 the pre-trained encoder, which is why it transfers better than a U-Net decoder (Table 2).
+
+r is the encoder's total stride: 16 for a 5-stage 3D VGG, so a 32^3 volume leaves a 2^3 grid
+whose every cell paints a 16^3 block. Wang et al. run their encoder at output stride 8 with
+dilated convolutions; :meth:`rubikkit.models.Backbone.dilate_` does that to any backbone
+(``build_backbone(..., output_stride=4)``, or ``finetune(..., output_stride=4)`` for a
+pre-trained one) without changing its weights, and the DUC then works at that stride.
 """
 
 from __future__ import annotations

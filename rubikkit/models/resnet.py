@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rubikkit.models.backbone import Backbone, check_channels, check_int_tuple
+from rubikkit.models.backbone import Backbone, check_channels, check_int_tuple, set_dilation
 
 #: Basic blocks per stage.
 RESNET_LAYERS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -99,6 +99,7 @@ class ResNet3D(Backbone):
         self.layers = nn.ModuleList(layers)
         self.stage_channels = (w0, *widths)
         self.stage_strides = (1, 1, 2, 4, 8) if small else (2, 4, 8, 16, 32)
+        self.min_output_stride = self.stage_strides[1]  # the stem and its pool keep their strides
         self.out_features = widths[-1]
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.reset_parameters()
@@ -111,3 +112,18 @@ class ResNet3D(Backbone):
             x = layer(x)
             feats.append(x)
         return feats
+
+    def _dilate(self, output_stride: int) -> None:
+        d = 1  # spacing, in voxels of the dense grid, of the undilated network's samples
+        for stride, layer in zip(self.stage_strides[1:], self.layers):
+            if stride <= output_stride:
+                continue
+            first = layer[0]  # a stage that downsamples does so in its first block
+            set_dilation(first.conv1, d)
+            if first.shortcut is not None:
+                set_dilation(first.shortcut[0], d)
+            d *= 2
+            set_dilation(first.conv2, d)
+            for block in layer[1:]:
+                set_dilation(block.conv1, d)
+                set_dilation(block.conv2, d)

@@ -12,7 +12,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rubikkit.models.backbone import Backbone, check_channels, check_int_tuple
+from rubikkit.models.backbone import (
+    Backbone,
+    DenseMaxPool3d,
+    check_channels,
+    check_int_tuple,
+    set_dilation,
+)
 
 #: Convolutions per stage of VGG-11 (configuration "A"), the light VGG most 3D work uses.
 VGG11_CONVS = (1, 1, 2, 2, 2)
@@ -84,3 +90,14 @@ class VGG3D(Backbone):
             x = stage(x)
             feats.append(x)
         return feats
+
+    def _dilate(self, output_stride: int) -> None:
+        d = 1  # spacing, in voxels of the dense grid, of the undilated network's samples
+        for stride, stage in zip(self.stage_strides[1:], self.stages[1:]):
+            if stride <= output_stride:
+                continue
+            stage[0] = DenseMaxPool3d(d)  # each stage after the first opens with its pool
+            d *= 2
+            for m in stage:
+                if isinstance(m, nn.Conv3d):
+                    set_dilation(m, d)

@@ -199,6 +199,7 @@ def _run_finetune(args) -> int:
         dropout=args.dropout,
         **_training_kwargs(args),
         augment=args.augment,
+        output_stride=args.output_stride,
     )
     return 0
 
@@ -297,6 +298,14 @@ def register(subparsers) -> None:
         help="backbone option (--init scratch)",
     )
     f.add_argument("--dropout", type=float, default=0.0)
+    f.add_argument(
+        "--output-stride",
+        type=int,
+        default=None,
+        metavar="N",
+        help="--head duc: run the encoder at output stride N, its deeper stages dilated "
+        "(default: the backbone's total stride)",
+    )
     f.add_argument(
         "--augment",
         default=None,

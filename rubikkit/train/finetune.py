@@ -288,6 +288,7 @@ def finetune(
     lr_milestones=None,
     lr_gamma: float = 0.1,
     augment: str | None = None,
+    output_stride: int | None = None,
 ) -> dict:
     """Fine-tune a pre-trained (or fresh) backbone on the labels of ``data``.
 
@@ -318,6 +319,11 @@ def finetune(
         multiplies training volumes by U(0, 1) and evaluated volumes by 0.5 (the MedMNIST v2
         recipe for the shape datasets AdrenalMNIST3D and VesselMNIST3D). It is stored in the
         run's config, so :func:`rubikkit.train.evaluate` scores with the same scaling.
+    output_stride : int, optional
+        DUC head only: run the encoder at this output stride, its deeper stages dilated instead
+        of downsampled (:meth:`rubikkit.models.Backbone.dilate_`; Wang et al.'s DUC runs at 8),
+        so the DUC predicts from a finer feature grid with the same (pre-trained) weights.
+        Default: the backbone's own total stride. The run's backbone config records it.
 
     Returns
     -------
@@ -330,6 +336,8 @@ def finetune(
         epochs = DEFAULT_EPOCHS
     milestones = check_milestones(lr_milestones, lr_gamma, epochs)
     check_augment(augment)
+    if output_stride is not None and head != "duc":
+        raise ValueError(f"output_stride: applies to the DUC head only, not head={head!r}")
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
@@ -361,6 +369,8 @@ def finetune(
             # A fine-tuned init keeps the method it came from (e.g. rubik), else its task.
             method = init_cfg.get("method") or init_cfg.get("task") or "scratch"
             init_path = str(Path(init).resolve())
+        if output_stride is not None:
+            bb.dilate_(output_stride)
         model = build_target_model(head, bb, len(class_names), dropout).to(ctx.device)
         config = {
             "kind": "finetune",
