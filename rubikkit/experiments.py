@@ -41,7 +41,9 @@ below), ``finetune`` (section or null: ``methods``,
 ``heads``, ``label_fractions``, ``epochs``, ``max_steps``, ``batch_size``, ``lr``,
 ``lr_milestones``, ``lr_gamma``, ``augment``, ``dropout``, ``val_split``,
 ``duc_output_stride`` (int or null: the DUC runs its encoder at this output stride, the deeper
-stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``variants``
+stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``loss``
+(``"ce"``, the default, or ``"ce+dice"`` for the segmentation heads, see
+:func:`rubikkit.train.finetune.soft_dice_loss`), ``variants``
 {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
 a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
@@ -172,6 +174,7 @@ _FINETUNE_FIELDS = {
     "val_split": (str, type(None)),
     "variants": dict,
     "duc_output_stride": (int, type(None)),
+    "loss": str,
 }
 _REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
 
@@ -351,6 +354,13 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         except ValueError as exc:
             raise ValueError(f"finetune.{exc}") from None
         _check_output_stride(cfg)
+        from rubikkit.train.finetune import check_loss
+
+        for head in ft["heads"]:
+            try:
+                check_loss(ft.get("loss", "ce"), head)
+            except ValueError as exc:
+                raise ValueError(f"finetune.{exc}") from None
     return cfg
 
 
@@ -536,6 +546,7 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
             if head == "duc" and ft.get("duc_output_stride") is not None
             else {}
         ),
+        **({"loss": ft["loss"]} if ft.get("loss", "ce") != "ce" else {}),
     }
 
 
@@ -1040,6 +1051,7 @@ def run_experiment(
                     if "output_stride" in e.get("settings", {})
                     else {}
                 ),
+                **({"loss": e["settings"]["loss"]} if "loss" in e.get("settings", {}) else {}),
                 "label_fraction": e["label_fraction"],
                 "seed": e["seed"],
                 "split": cfg["eval_split"],
@@ -1299,6 +1311,7 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress, start: st
             val_split=s["val_split"],
             progress=progress,
             output_stride=s.get("output_stride"),
+            loss=s.get("loss", "ce"),
         )
         summary["config_hash"] = e["config_hash"]
         from rubikkit.train.loop import write_json

@@ -161,6 +161,28 @@ def test_duc_output_stride_reaches_the_duc_runs_only(tmp_path):
     assert config["backbone"]["output_stride"] == 1
 
 
+def test_a_segmentation_loss_reaches_the_runs_and_records(tmp_path):
+    seg = dict(data="phantoms:tumour", metrics=["miou", "dice"], proxy_eval=False)
+    plain = plan_grid(validate_config(_cfg(**seg, finetune__heads=["unet", "duc"])))
+    ce = plan_grid(
+        validate_config(_cfg(**seg, finetune__heads=["unet", "duc"], finetune__loss="ce"))
+    )
+    hashes = {e["run"]: e["config_hash"] for e in plain}
+    assert {e["run"]: e["config_hash"] for e in ce} == hashes  # the default changes no hash
+    cfg = validate_config(_cfg(**seg, finetune__heads=["duc"], finetune__loss="ce+dice",
+                               finetune__methods=["scratch"], pretrain=None))  # fmt: skip
+    (entry,) = plan_grid(cfg)
+    assert entry["settings"]["loss"] == "ce+dice" and entry["config_hash"] != hashes[entry["run"]]
+    kw = dict(device="cpu", results_dir=tmp_path, runs_dir=tmp_path / "runs", progress=False)
+    run_experiment(cfg, log=lambda *a: None, **kw)
+    (record,) = load_records(tmp_path / "tiny.jsonl")
+    assert record["loss"] == "ce+dice"
+    with pytest.raises(ValueError, match="finetune.loss: the classifier trains with 'ce' only"):
+        validate_config(_cfg(finetune__loss="ce+dice"))
+    with pytest.raises(ValueError, match="finetune.loss: expected one of"):
+        validate_config(_cfg(**seg, finetune__heads=["unet"], finetune__loss="focal"))
+
+
 def test_grid_order_and_ids():
     cfg = validate_config(_cfg(seeds=[0, 1], finetune__label_fractions=[0.5, 1.0]))
     plan = plan_grid(cfg)

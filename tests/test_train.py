@@ -347,6 +347,70 @@ def test_finetune_never_trains_after_a_failed_transfer(tmp_path):
     assert not (tmp_path / "ft" / "last.pt").exists()
 
 
+# ----------------------------------------------------------------------------- losses
+def test_soft_dice_loss_known_values():
+    from rubikkit.train.finetune import soft_dice_loss
+
+    target = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    target[0, 0, 0, :] = 1  # 2 foreground voxels of 8
+    sure = torch.stack([(target == 0).float(), (target == 1).float()], 1) * 50
+    assert soft_dice_loss(sure, target, eps=0.0).item() == pytest.approx(0.0, abs=1e-6)
+    # p = 1/2 everywhere: sum(p t) = 1, sum(p) = 4, sum(t) = 2 -> Dice 2/6
+    even = torch.zeros(1, 2, 2, 2, 2)
+    assert soft_dice_loss(even, target, eps=0.0).item() == pytest.approx(1 - 2 / 6)
+    # background everywhere: no overlap, Dice 0 (eps 1: (0 + 1) / (0 + 2 + 1))
+    none = torch.stack([torch.ones(2, 2, 2), torch.zeros(2, 2, 2)])[None] * 50
+    assert soft_dice_loss(none, target).item() == pytest.approx(1 - 1 / 3, abs=1e-6)
+    # three classes: the mean over the two foreground classes, over the whole batch
+    three = torch.zeros(2, 3, 1, 1, 2)
+    y = torch.tensor([[[[1, 2]]], [[[0, 0]]]])
+    three[0, 1, 0, 0, 0] = three[0, 2, 0, 0, 1] = 50
+    three[1, 0] = 50
+    assert soft_dice_loss(three, y, eps=0.0).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="logits: expected"):
+        soft_dice_loss(torch.zeros(1, 1, 2, 2, 2), target)
+    with pytest.raises(ValueError, match="target: expected shape"):
+        soft_dice_loss(sure, target[:, :1])
+
+
+def test_dice_term_lifts_an_underconfident_foreground():
+    # Cross-entropy is content with p = 0.3 on a rare class; the Dice term pushes it up.
+    from rubikkit.train.finetune import soft_dice_loss
+
+    target = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    target[0, 0, 0, 0] = 1
+    logits = torch.zeros(1, 2, 4, 4, 4)
+    logits[:, 1] = -3.0
+    logits.requires_grad_(True)
+    soft_dice_loss(logits, target).backward()
+    assert logits.grad[0, 1, 0, 0, 0] < 0  # raise the foreground logit where the tumour is
+    assert (logits.grad[0, 1][target[0] == 0] > 0).all()  # and lower it elsewhere
+
+
+def test_finetune_with_the_dice_term(tmp_path):
+    from rubikkit.train import finetune
+
+    seg = dict(data_options={"n": 2, "size": 16}, backbone_options=TINY, device="cpu")
+    summary = finetune("scratch", "phantoms:tumour", out=tmp_path / "a", head="unet",
+                       loss="ce+dice", max_steps=2, batch_size=2, progress=False, **seg)  # fmt: skip
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["loss"] == "ce+dice"
+    assert {"miou", "dice", "loss"} <= set(summary["splits"]["val"])
+    log = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    train = [r for r in log if r["split"] == "train"][-1]
+    assert train["loss"] == pytest.approx(train["ce"] + train["dice_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="loss: the classifier trains with 'ce' only"):
+        finetune("scratch", "phantoms:hemorrhage", out=tmp_path / "b", loss="ce+dice",
+                 max_steps=1, progress=False, **seg)  # fmt: skip
+    with pytest.raises(ValueError, match=r"loss: expected one of \('ce', 'ce\+dice'\)"):
+        finetune("scratch", "phantoms:tumour", out=tmp_path / "c", head="duc", loss="dice",
+                 max_steps=1, progress=False, **seg)  # fmt: skip
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+    # the loss is a setting a resumed run must keep
+    with pytest.raises(ValueError, match="differing settings: loss"):
+        finetune("scratch", "phantoms:tumour", out=tmp_path / "a", head="unet", resume=True,
+                 max_steps=3, batch_size=2, progress=False, **seg)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- resume
 def _pretrain(out, **kw):
     from rubikkit.train import pretrain

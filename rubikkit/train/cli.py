@@ -200,6 +200,7 @@ def _run_finetune(args) -> int:
         **_training_kwargs(args),
         augment=args.augment,
         output_stride=args.output_stride,
+        loss=args.loss,
     )
     return 0
 
@@ -298,6 +299,13 @@ def register(subparsers) -> None:
         help="backbone option (--init scratch)",
     )
     f.add_argument("--dropout", type=float, default=0.0)
+    f.add_argument(
+        "--loss",
+        default="ce",
+        choices=("ce", "ce+dice"),
+        help="training loss of a segmentation head: cross-entropy, or cross-entropy plus the "
+        "soft Dice loss of the foreground classes",
+    )
     f.add_argument(
         "--output-stride",
         type=int,

@@ -38,14 +38,19 @@ from rubikkit.train.schedule import augment_batch, check_augment, check_mileston
 __all__ = [
     "DEFAULT_LR",
     "HEADS",
+    "SEG_LOSSES",
     "build_target_model",
     "evaluate_target",
     "finetune",
     "label_subset",
     "load_init",
+    "soft_dice_loss",
 ]
 
 HEADS = ("classify", "unet", "duc")
+#: Training losses of the segmentation heads: voxel-wise cross-entropy, or cross-entropy plus
+#: the soft Dice loss of the foreground classes (:func:`soft_dice_loss`).
+SEG_LOSSES = ("ce", "ce+dice")
 DEFAULT_LR = 1e-4
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_EPOCHS = 10
@@ -173,13 +178,55 @@ def _check_head(head: str, dataset) -> None:
         raise ValueError(f"data: fine-tuning needs labels or masks; the data's task is {task!r}")
 
 
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """One minus the mean soft Dice of the foreground classes, over the whole batch.
+
+    For each class ``c >= 1`` with softmax probabilities ``p`` and one-hot target ``t``, the soft
+    Dice is ``(2 sum(p t) + eps) / (sum(p) + sum(t) + eps)``, the sums running over every voxel
+    of the batch (a "batch Dice": a volume without that class adds to ``sum(p)`` only). Cross-
+    entropy is an average over voxels, so when one class holds 1 % of them a network can lower it
+    with probabilities that never pass one half on that class; the Dice term rewards overlap,
+    whatever the class's share (Milletari et al., V-Net, 2016).
+
+    Parameters
+    ----------
+    logits : (B, K, D, H, W) tensor, K >= 2 classes, class 0 the background
+    target : (B, D, H, W) int64 tensor of class indices
+    eps : float
+        Smoothing, so that a class absent from the batch and from the prediction scores 1.
+    """
+    if logits.ndim != 5 or logits.shape[1] < 2:
+        raise ValueError(f"logits: expected (B, K >= 2, D, H, W), got {tuple(logits.shape)}")
+    if target.shape != logits.shape[:1] + logits.shape[2:]:
+        raise ValueError(
+            f"target: expected shape {tuple(logits.shape[:1] + logits.shape[2:])}, "
+            f"got {tuple(target.shape)}"
+        )
+    p = logits.float().softmax(1)[:, 1:]
+    t = F.one_hot(target, logits.shape[1]).movedim(-1, 1)[:, 1:].to(p.dtype)
+    dims = (0, 2, 3, 4)
+    dice = (2 * (p * t).sum(dims) + eps) / (p.sum(dims) + t.sum(dims) + eps)
+    return 1 - dice.mean()
+
+
+def check_loss(loss: str, head: str) -> str:
+    """Validate a fine-tuning loss for ``head``."""
+    if head == "classify":
+        if loss != "ce":
+            raise ValueError(f"loss: the classifier trains with 'ce' only, got {loss!r}")
+    elif loss not in SEG_LOSSES:
+        raise ValueError(f"loss: expected one of {SEG_LOSSES}, got {loss!r}")
+    return loss
+
+
 def target_loss(
-    head: str, model, batch, *, augment: str | None = None, generator=None
+    head: str, model, batch, *, augment: str | None = None, generator=None, loss: str = "ce"
 ) -> tuple[torch.Tensor, dict]:
     """Cross-entropy of the model's class (or voxel class) logits, and batch metrics.
 
     ``augment`` (:func:`rubikkit.train.schedule.augment_batch`, training mode) is applied to the
-    images first, with ``generator``.
+    images first, with ``generator``. ``loss="ce+dice"`` (segmentation heads) adds
+    :func:`soft_dice_loss`; the batch metrics then hold both terms.
     """
     images = augment_batch(augment, batch["image"], training=True, generator=generator)
     logits = model(images)
@@ -189,9 +236,13 @@ def target_loss(
         acc = (logits.argmax(1) == y).float().mean()
         return loss, {"acc": float(acc)}
     y = batch["mask"]
-    loss = F.cross_entropy(logits.float(), y)
+    ce = F.cross_entropy(logits.float(), y)
     acc = (logits.argmax(1) == y).float().mean()
-    return loss, {"voxel_acc": float(acc)}
+    if loss == "ce":
+        return ce, {"voxel_acc": float(acc)}
+    dice = soft_dice_loss(logits, y)
+    metrics = {"voxel_acc": float(acc), "ce": float(ce.detach()), "dice_loss": float(dice.detach())}
+    return ce + dice, metrics
 
 
 @torch.no_grad()
@@ -289,6 +340,7 @@ def finetune(
     lr_gamma: float = 0.1,
     augment: str | None = None,
     output_stride: int | None = None,
+    loss: str = "ce",
 ) -> dict:
     """Fine-tune a pre-trained (or fresh) backbone on the labels of ``data``.
 
@@ -324,6 +376,9 @@ def finetune(
         of downsampled (:meth:`rubikkit.models.Backbone.dilate_`; Wang et al.'s DUC runs at 8),
         so the DUC predicts from a finer feature grid with the same (pre-trained) weights.
         Default: the backbone's own total stride. The run's backbone config records it.
+    loss : {"ce", "ce+dice"}
+        Training loss; ``"ce+dice"`` (segmentation heads) adds :func:`soft_dice_loss` to the
+        voxel-wise cross-entropy. Validation always reports cross-entropy as ``loss``.
 
     Returns
     -------
@@ -338,6 +393,7 @@ def finetune(
     check_augment(augment)
     if output_stride is not None and head != "duc":
         raise ValueError(f"output_stride: applies to the DUC head only, not head={head!r}")
+    check_loss(loss, head)
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
@@ -399,6 +455,8 @@ def finetune(
             "lr_milestones": list(milestones) or None,
             "lr_gamma": float(lr_gamma) if milestones else None,
             "augment": augment,
+            # only where it is not the default, so that older runs still resume
+            **({"loss": loss} if loss != "ce" else {}),
             "seed": seed,
             "commit": git_commit(),  # when this session of the run started
             "amp": use_amp,
@@ -408,7 +466,7 @@ def finetune(
         }
 
         def step_fn(m, batch, gen):
-            return target_loss(head, m, batch, augment=augment, generator=gen)
+            return target_loss(head, m, batch, augment=augment, generator=gen, loss=loss)
 
         def evaluate_fn(m):
             return evaluate_target(

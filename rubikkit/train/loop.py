@@ -58,6 +58,7 @@ RESUME_KEYS = (
     "label_fraction",
     "lr_milestones",
     "lr_gamma",
+    "loss",
     "augment",
 )
 
