@@ -329,6 +329,8 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         ft.setdefault("augment", None)
         ft.setdefault("dropout", 0.0)
         ft.setdefault("val_split", "val")
+        ft.setdefault("duc_output_stride", None)
+        ft.setdefault("loss", "ce")
         ft["methods"] = _check_methods(ft.get("methods"), "finetune.methods", METHODS)
         for m in ft["methods"]:
             if m != "scratch" and (pt is None or m not in pt["methods"]):
@@ -358,7 +360,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
 
         for head in ft["heads"]:
             try:
-                check_loss(ft.get("loss", "ce"), head)
+                check_loss(ft["loss"], head)
             except ValueError as exc:
                 raise ValueError(f"finetune.{exc}") from None
     return cfg
@@ -368,7 +370,7 @@ def _check_output_stride(cfg: dict) -> None:
     """``finetune.duc_output_stride`` must suit every backbone of the grid (checked before any
     pre-training runs, on shapes only)."""
     ft = cfg["finetune"]
-    value = ft.get("duc_output_stride")
+    value = ft["duc_output_stride"]
     if value is None:
         return
     if "duc" not in ft["heads"]:
@@ -543,10 +545,10 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
         # only where set, so the config hashes of the grids that never set it stay as they were
         **(
             {"output_stride": ft["duc_output_stride"]}
-            if head == "duc" and ft.get("duc_output_stride") is not None
+            if head == "duc" and ft["duc_output_stride"] is not None
             else {}
         ),
-        **({"loss": ft["loss"]} if ft.get("loss", "ce") != "ce" else {}),
+        **({"loss": ft["loss"]} if ft["loss"] != "ce" else {}),
     }
 
 
@@ -1046,12 +1048,10 @@ def run_experiment(
                 "variant": e.get("variant"),
                 "backbone": e["backbone"],
                 "head": e["head"],
-                **(
-                    {"output_stride": e["settings"]["output_stride"]}
-                    if "output_stride" in e.get("settings", {})
-                    else {}
-                ),
-                **({"loss": e["settings"]["loss"]} if "loss" in e.get("settings", {}) else {}),
+                # the fine-tuning options a grid sets only where they are not the default
+                **{
+                    k: v for k, v in e.get("settings", {}).items() if k in ("output_stride", "loss")
+                },
                 "label_fraction": e["label_fraction"],
                 "seed": e["seed"],
                 "split": cfg["eval_split"],

@@ -142,9 +142,10 @@ class Backbone(nn.Module):
         return self.pool(self.forward_features(x)[-1]).flatten(1)
 
 
-def set_dilation(conv: nn.Conv3d, dilation: int, stride: int = 1) -> None:
-    """Make a 3x3x3 (or 1x1x1) convolution dilated by ``dilation`` with "same" zero padding."""
-    conv.stride = (stride,) * 3
+def set_dilation(conv: nn.Conv3d, dilation: int) -> None:
+    """Make a 3x3x3 (or 1x1x1) convolution stride 1, dilated by ``dilation``, with "same" zero
+    padding."""
+    conv.stride = (1, 1, 1)
     if conv.kernel_size != (1, 1, 1):
         conv.dilation = (dilation,) * 3
         conv.padding = (dilation * (conv.kernel_size[0] // 2),) * 3

@@ -232,9 +232,9 @@ def target_loss(
     logits = model(images)
     if head == "classify":
         y = batch["label"]
-        loss = F.cross_entropy(logits.float(), y)
+        ce = F.cross_entropy(logits.float(), y)
         acc = (logits.argmax(1) == y).float().mean()
-        return loss, {"acc": float(acc)}
+        return ce, {"acc": float(acc)}
     y = batch["mask"]
     ce = F.cross_entropy(logits.float(), y)
     acc = (logits.argmax(1) == y).float().mean()
