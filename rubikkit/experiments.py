@@ -91,6 +91,7 @@ from rubikkit.results import (
 
 __all__ = [
     "ExperimentConfig",
+    "against_configured",
     "against_scratch",
     "describe_device",
     "diagnose",
@@ -1553,22 +1554,60 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     difference the unpaired rule calls noise; with one pre-training behind every seed of a
     method, it still says nothing about the pre-training's own seed (:func:`pretraining_seeds`).
     """
+    by_key = _fine_tunings(records)
+    lines = []
+    for (method, variant, bb, head, lf), runs in _in_label_order(by_key):
+        base = by_key.get(("scratch", None, bb, head, lf))
+        if method == "scratch" or base is None:
+            continue
+        label = method_label(method, variant)
+        for m in metrics:
+            text = _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
+            if text is not None:
+                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
+    return lines
+
+
+def against_configured(records: list[dict], metrics) -> list[str]:
+    """Each pre-training lever (a variant) against its method's configured pre-training.
+
+    For every fine-tuning setting both have run, the rule of :func:`against_scratch` with the
+    configured pre-training in the place of scratch, paired by fine-tuning seed: the difference is
+    what the lever changed in what the pre-training passes on, where :func:`against_scratch` says
+    what either is worth. A lever is one pre-training as the configured run is one, so a
+    difference here is read against what a second seed of the same pre-training moves
+    (:func:`pretraining_seeds`), not against the fine-tuning spread alone.
+    """
+    by_key = _fine_tunings(records)
+    lines = []
+    for (method, variant, bb, head, lf), runs in _in_label_order(by_key):
+        base = by_key.get((method, None, bb, head, lf))
+        if variant is None or base is None:
+            continue
+        label = method_label(method, variant)
+        for m in metrics:
+            text = _compare_seeds(runs, base, m, ("above", "below"), method)
+            if text is not None:
+                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
+    return lines
+
+
+def _fine_tunings(records: list[dict]) -> dict[tuple, dict[int, dict]]:
+    """(method, variant, backbone, head, label_fraction) -> {seed: metrics}; proxies left out."""
     by_key: dict[tuple, dict[int, dict]] = {}
     for r in records:
         if r.get("head") == "proxy":
             continue
-        key = (method_label(r["method"], r.get("variant")), r["backbone"], r["head"])
-        by_key.setdefault(key + (r["label_fraction"],), {})[r["seed"]] = r["metrics"]
-    lines = []
-    for (method, bb, head, lf), runs in sorted(by_key.items(), key=lambda kv: str(kv[0])):
-        base = by_key.get(("scratch", bb, head, lf))
-        if method == "scratch" or base is None:
-            continue
-        for m in metrics:
-            text = _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
-            if text is not None:
-                lines.append(f"{method} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
-    return lines
+        key = (r["method"], r.get("variant") or None, r["backbone"], r["head"], r["label_fraction"])
+        by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
+    return by_key
+
+
+def _in_label_order(by_key: dict[tuple, dict]) -> list[tuple[tuple, dict]]:
+    """The settings of :func:`_fine_tunings` sorted by method label, backbone, head, fraction."""
+    return sorted(
+        by_key.items(), key=lambda kv: str((method_label(kv[0][0], kv[0][1]),) + kv[0][2:])
+    )
 
 
 def _compare_seeds(

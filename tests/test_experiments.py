@@ -13,6 +13,7 @@ from rubikkit.experiments import (
     PAGE_BEGIN,
     PAGE_END,
     _protocol,
+    against_configured,
     against_scratch,
     diagnose,
     load_config,
@@ -554,6 +555,35 @@ def test_against_scratch_verdicts():
                                 epochs=1, dataset="d", experiment="tiny")
                            for r in scratch + better])  # fmt: skip
     assert "Against scratch" in table and "**beats scratch**" in table
+
+
+def test_against_configured_reads_each_lever_against_its_methods_configured_pretraining():
+    def rec(method, variant, seed, dice, head="unet"):
+        return dict(method=method, variant=variant, backbone="vgg3d", head=head,
+                    label_fraction=0.1, seed=seed, metrics={"dice": dice})  # fmt: skip
+
+    scratch = [rec("scratch", None, s, v) for s, v in enumerate([0.50, 0.90, 0.10])]
+    configured = [rec("rubik", None, s, v) for s, v in enumerate([0.60, 0.62, 0.58])]
+    longer = [rec("rubik", "epochs=100", s, v) for s, v in enumerate([0.70, 0.73, 0.68])]
+    reseeded = [rec("rubik", "seed=1", s, v) for s, v in enumerate([0.61, 0.60, 0.59])]
+    other_head = [rec("rubik", "epochs=100", s, 0.2, head="duc") for s in range(3)]
+    orphan = [rec("ordering", "n_perms=10", s, 0.5) for s in range(3)]
+    proxy = [dict(rec("rubik", "epochs=100", 0, 0.9, head="proxy"), label_fraction=None)]
+    records = scratch + configured + longer + reseeded + other_head + orphan + proxy
+    lines = against_configured(records, ["dice", "order_acc"])
+    # Scratch, the configured run itself, a head the configured run never had, a method without
+    # a configured run and the proxy record give no line; the levers are sorted by label.
+    assert [line.split(", dice:")[0] for line in lines] == [
+        "rubik [epochs=100] (vgg3d, unet, 0.1 of the labels)",
+        "rubik [seed=1] (vgg3d, unet, 0.1 of the labels)",
+    ]
+    # +0.10, +0.11, +0.10 seed by seed: the means differ by more than either sd.
+    assert "+0.103 (0.703 vs 0.600; sd 0.025 vs 0.020, n=3 vs 3): **above rubik**" in lines[0]
+    assert "higher on 3 of 3 paired seeds, by +0.103 ± 0.006 (beyond its paired sd)" in lines[0]
+    assert "**within seed noise**; higher on 2 of 3 paired seeds, by +0.000 ± 0.017" in lines[1]
+    # Scratch is never the base here, whatever it scored.
+    assert all("scratch" not in line for line in lines)
+    assert against_configured(scratch + longer, ["dice"]) == []
 
 
 def test_seed_tables_pair_each_settings_runs_seed_by_seed():
