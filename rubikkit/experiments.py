@@ -1554,18 +1554,12 @@ def against_scratch(records: list[dict], metrics) -> list[str]:
     difference the unpaired rule calls noise; with one pre-training behind every seed of a
     method, it still says nothing about the pre-training's own seed (:func:`pretraining_seeds`).
     """
-    by_key = _fine_tunings(records)
-    lines = []
-    for (method, variant, bb, head, lf), runs in _in_label_order(by_key):
-        base = by_key.get(("scratch", None, bb, head, lf))
-        if method == "scratch" or base is None:
-            continue
-        label = method_label(method, variant)
-        for m in metrics:
-            text = _compare_seeds(runs, base, m, ("beats", "trails"), "scratch")
-            if text is not None:
-                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
-    return lines
+    return _verdicts(
+        records,
+        metrics,
+        lambda method, variant: None if method == "scratch" else ("scratch", None),
+        ("beats", "trails"),
+    )
 
 
 def against_configured(records: list[dict], metrics) -> list[str]:
@@ -1578,36 +1572,41 @@ def against_configured(records: list[dict], metrics) -> list[str]:
     difference here is read against what a second seed of the same pre-training moves
     (:func:`pretraining_seeds`), not against the fine-tuning spread alone.
     """
-    by_key = _fine_tunings(records)
-    lines = []
-    for (method, variant, bb, head, lf), runs in _in_label_order(by_key):
-        base = by_key.get((method, None, bb, head, lf))
-        if variant is None or base is None:
-            continue
-        label = method_label(method, variant)
-        for m in metrics:
-            text = _compare_seeds(runs, base, m, ("above", "below"), method)
-            if text is not None:
-                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
-    return lines
+    return _verdicts(
+        records,
+        metrics,
+        lambda method, variant: None if variant is None else (method, None),
+        ("above", "below"),
+    )
 
 
-def _fine_tunings(records: list[dict]) -> dict[tuple, dict[int, dict]]:
-    """(method, variant, backbone, head, label_fraction) -> {seed: metrics}; proxies left out."""
+def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> list[str]:
+    """The lines of :func:`against_scratch` and :func:`against_configured`.
+
+    ``base_of(method, variant)`` names the (method, variant) a setting's fine-tunings meet, or
+    None for a setting that meets nothing; the base is compared at the same backbone, head and
+    label fraction, by :func:`_compare_seeds` with ``words``. Settings in label order.
+    """
     by_key: dict[tuple, dict[int, dict]] = {}
     for r in records:
         if r.get("head") == "proxy":
             continue
         key = (r["method"], r.get("variant") or None, r["backbone"], r["head"], r["label_fraction"])
         by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
-    return by_key
-
-
-def _in_label_order(by_key: dict[tuple, dict]) -> list[tuple[tuple, dict]]:
-    """The settings of :func:`_fine_tunings` sorted by method label, backbone, head, fraction."""
-    return sorted(
+    lines = []
+    for (method, variant, bb, head, lf), runs in sorted(
         by_key.items(), key=lambda kv: str((method_label(kv[0][0], kv[0][1]),) + kv[0][2:])
-    )
+    ):
+        against = base_of(method, variant)
+        base = None if against is None else by_key.get((*against, bb, head, lf))
+        if base is None:
+            continue
+        label = method_label(method, variant)
+        for m in metrics:
+            text = _compare_seeds(runs, base, m, words, method_label(*against))
+            if text is not None:
+                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
+    return lines
 
 
 def _compare_seeds(
