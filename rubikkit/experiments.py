@@ -43,7 +43,10 @@ below), ``finetune`` (section or null: ``methods``,
 ``duc_output_stride`` (int or null: the DUC runs its encoder at this output stride, the deeper
 stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``loss``
 (``"ce"``, the default, or ``"ce+dice"`` for the segmentation heads, see
-:func:`rubikkit.train.finetune.soft_dice_loss`), ``variants``
+:func:`rubikkit.train.finetune.soft_dice_loss`), ``transfer_stages`` (int or null: the pre-trained
+fine-tunings transfer only the first N encoder stages, the deeper ones starting from the weights
+the scratch run of the same seed starts from; their records carry it and their tables are apart
+from full transfers'), ``variants``
 {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
 a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
@@ -112,6 +115,8 @@ HEADS = ("classify", "unet", "duc")
 BACKBONES = ("vgg3d", "resnet10", "resnet18", "resnet34")
 PAGE_BEGIN = "<!-- experiment tables: begin (rubikkit experiment table --write) -->"
 PAGE_END = "<!-- experiment tables: end -->"
+#: Fine-tuning settings a record carries where its grid sets them (off their defaults).
+FINETUNE_RECORD_KEYS = ("output_stride", "loss", "transfer_stages")
 #: The name ``--variants`` gives the configured pre-training (and scratch); no variant may take it.
 DEFAULT_VARIANT = "default"
 
@@ -176,6 +181,7 @@ _FINETUNE_FIELDS = {
     "variants": dict,
     "duc_output_stride": (int, type(None)),
     "loss": str,
+    "transfer_stages": (int, type(None)),
 }
 _REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
 
@@ -332,6 +338,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         ft.setdefault("val_split", "val")
         ft.setdefault("duc_output_stride", None)
         ft.setdefault("loss", "ce")
+        ft.setdefault("transfer_stages", None)
         ft["methods"] = _check_methods(ft.get("methods"), "finetune.methods", METHODS)
         for m in ft["methods"]:
             if m != "scratch" and (pt is None or m not in pt["methods"]):
@@ -357,6 +364,7 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
         except ValueError as exc:
             raise ValueError(f"finetune.{exc}") from None
         _check_output_stride(cfg)
+        _check_transfer_stages(cfg)
         from rubikkit.train.finetune import check_loss
 
         for head in ft["heads"]:
@@ -386,6 +394,27 @@ def _check_output_stride(cfg: dict) -> None:
                 build_backbone(bb, **_bb_options(cfg, bb)).dilate_(value)
         except ValueError as exc:
             raise ValueError(f"finetune.duc_{exc}") from None
+
+
+def _check_transfer_stages(cfg: dict) -> None:
+    """``finetune.transfer_stages`` must name stages every backbone of the grid has."""
+    ft = cfg["finetune"]
+    value = ft["transfer_stages"]
+    if value is None:
+        return
+    if not any(m != "scratch" for m in ft["methods"]):
+        raise ValueError("finetune.transfer_stages: set, but finetune.methods has no pre-training")
+    import torch
+
+    from rubikkit.models import build_backbone
+
+    for bb in cfg["backbones"]:
+        with torch.device("meta"):
+            n = len(build_backbone(bb, **_bb_options(cfg, bb)).stage_channels)
+        if not 1 <= value <= n:
+            raise ValueError(
+                f"finetune.transfer_stages: expected 1 to {n} (the stages of {bb}), got {value}"
+            )
 
 
 def variant_name(variant: dict) -> str:
@@ -524,7 +553,7 @@ def _pretrain_settings(cfg: dict, method: str, backbone: str, variant: dict | No
     return settings
 
 
-def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
+def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float, pretrained: bool) -> dict:
     ft = cfg["finetune"]
     return {
         "data": cfg["data"],
@@ -550,6 +579,11 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
             else {}
         ),
         **({"loss": ft["loss"]} if ft["loss"] != "ce" else {}),
+        **(
+            {"transfer_stages": ft["transfer_stages"]}
+            if pretrained and ft["transfer_stages"] is not None
+            else {}
+        ),
     }
 
 
@@ -561,7 +595,7 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=Non
     entries = []
     for head in ft["heads"]:
         for lf in ft["label_fractions"]:
-            settings = _finetune_settings(cfg, bb, head, lf)
+            settings = _finetune_settings(cfg, bb, head, lf, pretrained=init_id is not None)
             entries.append(
                 {
                     "kind": "finetune",
@@ -831,6 +865,9 @@ def _protocol(cfg: dict, entry: dict, pt_settings: dict | None, planned: dict) -
             pt_text += f", one pre-training (seed {seed}) for all seeds"
     if entry["kind"] == "proxy":
         return pt_text
+    n = entry["settings"].get("transfer_stages")
+    if pt_text is not None and n is not None:
+        pt_text += f", its first {n} stages transferred"
     text = f"fine-tune {budget(entry['settings'], 'finetune')}"
     return text if pt_text is None else f"{text}, {pt_text}"
 
@@ -1050,9 +1087,7 @@ def run_experiment(
                 "backbone": e["backbone"],
                 "head": e["head"],
                 # the fine-tuning options a grid sets only where they are not the default
-                **{
-                    k: v for k, v in e.get("settings", {}).items() if k in ("output_stride", "loss")
-                },
+                **{k: v for k, v in e.get("settings", {}).items() if k in FINETUNE_RECORD_KEYS},
                 "label_fraction": e["label_fraction"],
                 "seed": e["seed"],
                 "split": cfg["eval_split"],
@@ -1313,6 +1348,7 @@ def _run_finetune(cfg, e, out: Path, run_root: Path, device, progress, start: st
             progress=progress,
             output_stride=s.get("output_stride"),
             loss=s.get("loss", "ce"),
+            transfer_stages=s.get("transfer_stages"),
         )
         summary["config_hash"] = e["config_hash"]
         from rubikkit.train.loop import write_json
@@ -1591,17 +1627,22 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
     for r in records:
         if r.get("head") == "proxy":
             continue
-        key = (r["method"], r.get("variant") or None, r["backbone"], r["head"], r["label_fraction"])
+        # a partial transfer (finetune.transfer_stages) is a setting of its own
+        key = (r["method"], r.get("variant") or None, r.get("transfer_stages"))
+        key += (r["backbone"], r["head"], r["label_fraction"])
         by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
     lines = []
-    for (method, variant, bb, head, lf), runs in sorted(
+    for (method, variant, n, bb, head, lf), runs in sorted(
         by_key.items(), key=lambda kv: str((method_label(kv[0][0], kv[0][1]),) + kv[0][2:])
     ):
         against = base_of(method, variant)
-        base = None if against is None else by_key.get((*against, bb, head, lf))
+        if against is None:
+            continue
+        # scratch transfers nothing; a configured pre-training is met at the same transfer
+        base = by_key.get((*against, None if against[0] == "scratch" else n, bb, head, lf))
         if base is None:
             continue
-        label = method_label(method, variant)
+        label = method_label(method, variant) + (f" (first {n} stages)" if n is not None else "")
         for m in metrics:
             text = _compare_seeds(runs, base, m, words, method_label(*against))
             if text is not None:

@@ -135,6 +135,20 @@ class Backbone(nn.Module):
         """Feature map of every stage, shallow to deep: ``[(B, stage_channels[i], ...)]``."""
         raise NotImplementedError
 
+    def stage_modules(self) -> list[nn.Module]:  # pragma: no cover
+        """The modules that compute each stage's feature map, shallow to deep (one per entry of
+        :attr:`stage_channels`); together they hold every parameter and buffer."""
+        raise NotImplementedError
+
+    def stage_keys(self) -> list[list[str]]:
+        """State-dict keys of each stage, shallow to deep (see :meth:`stage_modules`)."""
+        names = {id(m): n for n, m in self.named_modules()}
+        out = []
+        for module in self.stage_modules():
+            prefix = names[id(module)] + "."
+            out.append([prefix + k for k in module.state_dict()])
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, D, H, W)`` -> pooled ``(B, out_features)``."""
         if x.ndim != 5:
@@ -204,7 +218,9 @@ def build_backbone(name: str, in_channels: int = 1, **kwargs) -> Backbone:
     return backbone
 
 
-def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
+def load_backbone_state(
+    backbone: nn.Module, state_dict: Mapping[str, torch.Tensor], stages: int | None = None
+) -> None:
     """Load every tensor of a backbone state dict, or raise listing what does not match.
 
     Parameters
@@ -214,14 +230,26 @@ def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, torch.Tens
     state_dict : mapping of str to Tensor
         The backbone's own keys (strip a ``"backbone."`` prefix first, e.g. with
         :func:`backbone_state_from`).
+    stages : int, optional
+        Load the tensors of the first ``stages`` stages only (:meth:`Backbone.stage_keys`); the
+        deeper stages keep the values they have, e.g. a fresh initialisation (partial transfer,
+        to test which stages a pre-training helps or harms). The state dict must still match the
+        whole backbone. Default: every stage.
 
     Raises
     ------
     ValueError
-        Listing the missing, unexpected and shape-mismatched keys; nothing is loaded then.
+        Listing the missing, unexpected and shape-mismatched keys; nothing is loaded then. Or
+        ``stages`` out of range.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(f"state_dict: expected a mapping, got {type(state_dict).__name__}")
+    if stages is not None:
+        n = len(backbone.stage_channels)
+        if isinstance(stages, bool) or not isinstance(stages, numbers.Integral):
+            raise TypeError(f"stages: expected an int, got {type(stages).__name__}")
+        if not 1 <= stages <= n:
+            raise ValueError(f"stages: expected 1 to {n} (the backbone's stages), got {stages}")
     own = backbone.state_dict()
     missing = sorted(k for k in own if k not in state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
@@ -243,7 +271,13 @@ def load_backbone_state(backbone: nn.Module, state_dict: Mapping[str, torch.Tens
             "state_dict: the backbone weights do not match the model, refusing a partial load; "
             + "; ".join(parts)
         )
-    backbone.load_state_dict(state_dict, strict=True)
+    if stages is None:
+        backbone.load_state_dict(state_dict, strict=True)
+        return
+    with torch.no_grad():
+        for keys in backbone.stage_keys()[: int(stages)]:
+            for k in keys:
+                own[k].copy_(state_dict[k])
 
 
 def backbone_state_from(state_dict: Mapping[str, torch.Tensor], prefix: str = "backbone.") -> dict:

@@ -113,6 +113,9 @@ class ResNet3D(Backbone):
             feats.append(x)
         return feats
 
+    def stage_modules(self) -> list[nn.Module]:
+        return [self.stem, *self.layers]  # the max-pool after the stem holds nothing
+
     def _dilate(self, output_stride: int) -> None:
         d = 1  # spacing, in voxels of the dense grid, of the undilated network's samples
         for stride, layer in zip(self.stage_strides[1:], self.layers):

@@ -91,6 +91,9 @@ class VGG3D(Backbone):
             feats.append(x)
         return feats
 
+    def stage_modules(self) -> list[nn.Module]:
+        return list(self.stages)
+
     def _dilate(self, output_stride: int) -> None:
         d = 1  # spacing, in voxels of the dense grid, of the undilated network's samples
         for stride, stage in zip(self.stage_strides[1:], self.stages[1:]):

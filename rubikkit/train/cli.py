@@ -201,6 +201,7 @@ def _run_finetune(args) -> int:
         augment=args.augment,
         output_stride=args.output_stride,
         loss=args.loss,
+        transfer_stages=args.transfer_stages,
     )
     return 0
 
@@ -305,6 +306,14 @@ def register(subparsers) -> None:
         choices=("ce", "ce+dice"),
         help="training loss of a segmentation head: cross-entropy, or cross-entropy plus the "
         "soft Dice loss of the foreground classes",
+    )
+    f.add_argument(
+        "--transfer-stages",
+        type=int,
+        default=None,
+        metavar="N",
+        help="transfer the init's first N encoder stages only; the deeper ones start from the "
+        "weights a scratch run of the same seed starts from (default: all stages)",
     )
     f.add_argument(
         "--output-stride",

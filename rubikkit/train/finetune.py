@@ -14,6 +14,7 @@ mIoU (segmentation).
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,7 @@ def label_subset(labels, fraction: float, seed: int = 0, n: int | None = None) -
     return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
-def load_init(init, *, in_channels: int | None = None):
+def load_init(init, *, in_channels: int | None = None, stages: int | None = None):
     """The backbone of checkpoint ``init``, rebuilt from its config and with all its weights.
 
     Parameters
@@ -112,6 +113,11 @@ def load_init(init, *, in_channels: int | None = None):
         ``backbone.``).
     in_channels : int, optional
         Channels of the data it will see; checked against the backbone's.
+    stages : int, optional
+        Transfer the first ``stages`` stages only; the deeper ones keep the fresh initialisation
+        the rebuilt backbone draws from torch's generator (after the same seeding, the one a
+        scratch run of that backbone starts from). See
+        :func:`rubikkit.models.load_backbone_state`.
 
     Returns
     -------
@@ -147,8 +153,11 @@ def load_init(init, *, in_channels: int | None = None):
     if not state:
         raise ValueError(f"init: checkpoint {init} holds no weights under {prefix!r}")
     try:
-        load_backbone_state(backbone, state)
+        load_backbone_state(backbone, state, stages=stages)
     except ValueError as exc:
+        if str(exc).startswith("stages:"):
+            raise
+
         raise ValueError(f"init: cannot transfer the backbone of {init}: {exc}") from exc
     return backbone, cfg
 
@@ -341,6 +350,7 @@ def finetune(
     augment: str | None = None,
     output_stride: int | None = None,
     loss: str = "ce",
+    transfer_stages: int | None = None,
 ) -> dict:
     """Fine-tune a pre-trained (or fresh) backbone on the labels of ``data``.
 
@@ -379,6 +389,11 @@ def finetune(
     loss : {"ce", "ce+dice"}
         Training loss; ``"ce+dice"`` (segmentation heads) adds :func:`soft_dice_loss` to the
         voxel-wise cross-entropy. Validation always reports cross-entropy as ``loss``.
+    transfer_stages : int, optional
+        With an ``init`` checkpoint: transfer its first ``transfer_stages`` encoder stages only
+        and start the deeper ones from the fresh weights a scratch run of the same ``seed`` starts
+        from, e.g. to test whether a pre-training's deepest features help or harm. Default: all
+        stages. The run's config records it.
 
     Returns
     -------
@@ -394,6 +409,14 @@ def finetune(
     if output_stride is not None and head != "duc":
         raise ValueError(f"output_stride: applies to the DUC head only, not head={head!r}")
     check_loss(loss, head)
+    if transfer_stages is not None:
+        if isinstance(init, str) and init == "scratch":
+            raise ValueError("transfer_stages: needs an init checkpoint, not init='scratch'")
+        if isinstance(transfer_stages, bool) or not isinstance(transfer_stages, numbers.Integral):
+            raise TypeError(
+                f"transfer_stages: expected an int, got {type(transfer_stages).__name__}"
+            )
+        transfer_stages = int(transfer_stages)
     ctx = D.setup(device)
     try:
         use_amp = resolve_amp(amp, ctx.device)
@@ -421,7 +444,12 @@ def finetune(
                     "backbone_options: the backbone of an init checkpoint is rebuilt from its "
                     "config; give backbone options only with init='scratch'"
                 )
-            bb, init_cfg = load_init(init, in_channels=in_channels)
+            try:
+                bb, init_cfg = load_init(init, in_channels=in_channels, stages=transfer_stages)
+            except ValueError as exc:
+                if str(exc).startswith("stages:"):
+                    raise ValueError(f"transfer_{exc}") from None
+                raise
             # A fine-tuned init keeps the method it came from (e.g. rubik), else its task.
             method = init_cfg.get("method") or init_cfg.get("task") or "scratch"
             init_path = str(Path(init).resolve())
@@ -457,6 +485,7 @@ def finetune(
             "augment": augment,
             # only where it is not the default, so that older runs still resume
             **({"loss": loss} if loss != "ce" else {}),
+            **({"transfer_stages": transfer_stages} if transfer_stages is not None else {}),
             "seed": seed,
             "commit": git_commit(),  # when this session of the run started
             "amp": use_amp,
