@@ -1632,9 +1632,12 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
         key += (r["backbone"], r["head"], r["label_fraction"])
         by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
     lines = []
-    for (method, variant, n, bb, head, lf), runs in sorted(
-        by_key.items(), key=lambda kv: str((method_label(kv[0][0], kv[0][1]),) + kv[0][2:])
-    ):
+
+    def order(item):  # by label, a full transfer before the partial ones
+        method, variant, n, *rest = item[0]
+        return str((method_label(method, variant), n is not None, n or 0, *rest))
+
+    for (method, variant, n, bb, head, lf), runs in sorted(by_key.items(), key=order):
         against = base_of(method, variant)
         if against is None:
             continue

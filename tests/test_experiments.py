@@ -184,6 +184,56 @@ def test_a_segmentation_loss_reaches_the_runs_and_records(tmp_path):
         validate_config(_cfg(**seg, finetune__heads=["unet"], finetune__loss="focal"))
 
 
+def test_a_partial_transfer_reaches_the_pretrained_runs_only(tmp_path):
+    plain = {e["run"]: e["config_hash"] for e in plan_grid(validate_config(_cfg()))}
+    cfg = validate_config(_cfg(finetune__transfer_stages=1))
+    for e in plan_grid(cfg):
+        settings = e.get("settings", {})
+        if e["kind"] == "finetune" and e["method"] == "rubik":
+            assert settings["transfer_stages"] == 1 and e["config_hash"] != plain[e["run"]]
+        else:  # scratch, the pre-training and its proxy score keep their settings and hashes
+            assert "transfer_stages" not in settings and e["config_hash"] == plain[e["run"]]
+    unset = plan_grid(validate_config(_cfg(finetune__transfer_stages=None)))
+    assert {e["run"]: e["config_hash"] for e in unset} == plain
+    with pytest.raises(ValueError, match=r"finetune.transfer_stages: expected 1 to 2 \(the stages"):
+        validate_config(_cfg(finetune__transfer_stages=3))
+    with pytest.raises(ValueError, match="finetune.transfer_stages: set, but finetune.methods"):
+        validate_config(_cfg(finetune__transfer_stages=1, finetune__methods=["scratch"]))
+    # The record of the pre-trained run carries it, and its protocol (so its table) says so.
+    kw = dict(device="cpu", results_dir=tmp_path, runs_dir=tmp_path / "runs", progress=False)
+    run_experiment(cfg, log=lambda *a: None, **kw)
+    records = {
+        r["method"]: r for r in load_records(tmp_path / "tiny.jsonl") if r["head"] != "proxy"
+    }
+    assert records["rubik"]["transfer_stages"] == 1 and "transfer_stages" not in records["scratch"]
+    assert records["rubik"]["protocol"].endswith(", its first 1 stages transferred")
+    config = json.loads(
+        (tmp_path / "runs" / "tiny" / records["rubik"]["run"] / "config.json").read_text()
+    )
+    assert config["transfer_stages"] == 1
+
+
+def test_verdicts_keep_a_partial_transfer_apart_from_the_full_one():
+    def rec(method, variant, seed, dice, n=None):
+        return dict(method=method, variant=variant, backbone="vgg3d", head="duc", seed=seed,
+                    label_fraction=0.1, metrics={"dice": dice},
+                    **({"transfer_stages": n} if n is not None else {}))  # fmt: skip
+
+    scratch = [rec("scratch", None, s, v) for s, v in enumerate([0.50, 0.52, 0.48])]
+    full = [rec("rubik", "epochs=100", s, v) for s, v in enumerate([0.40, 0.41, 0.39])]
+    part = [rec("rubik", "epochs=100", s, v, n=4) for s, v in enumerate([0.60, 0.61, 0.59])]
+    lines = against_scratch(scratch + full + part, ["dice"])
+    assert [line.split(": ")[0] for line in lines] == [
+        "rubik [epochs=100] (vgg3d, duc, 0.1 of the labels), dice",
+        "rubik [epochs=100] (first 4 stages) (vgg3d, duc, 0.1 of the labels), dice",
+    ]
+    assert "-0.100 (0.400 vs 0.500" in lines[0] and "+0.100 (0.600 vs 0.500" in lines[1]
+    # a lever meets its method's configured pre-training at the same transfer only
+    configured = [rec("rubik", None, s, 0.55, n=4) for s in range(3)]
+    (line,) = against_configured(scratch + full + part + configured, ["dice"])
+    assert line.startswith("rubik [epochs=100] (first 4 stages)") and "vs 0.550" in line
+
+
 def test_grid_order_and_ids():
     cfg = validate_config(_cfg(seeds=[0, 1], finetune__label_fractions=[0.5, 1.0]))
     plan = plan_grid(cfg)

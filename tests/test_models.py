@@ -394,3 +394,38 @@ def test_weight_reach_errors_name_the_argument():
         weight_reach(torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3)), 8)
     with pytest.raises(ValueError, match="backbone: no 3D convolution"):
         weight_reach(torch.nn.Sequential(torch.nn.Identity()), 8, in_channels=1)
+
+
+@pytest.mark.parametrize("name", ["vgg3d", "resnet10", "resnet18"])
+def test_stage_keys_split_the_state_dict_by_stage(name):
+    bb = build_backbone(name, 2)
+    keys = bb.stage_keys()
+    assert len(keys) == len(bb.stage_channels)
+    flat = [k for stage in keys for k in stage]
+    assert sorted(flat) == sorted(bb.state_dict()) and len(set(flat)) == len(flat)
+    # each stage's keys produce that stage's channels
+    for stage, channels in zip(keys, bb.stage_channels):
+        convs = [k for k in stage if bb.state_dict()[k].ndim == 5]
+        assert bb.state_dict()[convs[-1]].shape[0] == channels
+
+
+def test_load_backbone_state_transfers_the_first_stages_only():
+    src, dst = tiny("resnet18"), tiny("resnet18")
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_()
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    load_backbone_state(dst, src.state_dict(), stages=2)
+    keys = dst.stage_keys()
+    for k in keys[0] + keys[1]:
+        assert torch.equal(dst.state_dict()[k], src.state_dict()[k]), k
+    for k in [k for stage in keys[2:] for k in stage]:
+        assert torch.equal(dst.state_dict()[k], before[k]), k
+    # the state dict must still match the whole backbone, and stages its range
+    with pytest.raises(ValueError, match="missing .*unexpected"):
+        load_backbone_state(tiny("vgg3d"), tiny("resnet10").state_dict(), stages=1)
+    for bad in (0, 6):
+        with pytest.raises(ValueError, match=rf"stages: expected 1 to 5 .*got {bad}"):
+            load_backbone_state(dst, src.state_dict(), stages=bad)
+    with pytest.raises(TypeError, match="stages: expected an int"):
+        load_backbone_state(dst, src.state_dict(), stages=True)

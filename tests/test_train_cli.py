@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from rubikkit.cli import main
 from rubikkit.results import validate_record
@@ -246,3 +247,38 @@ def test_cli_rejects_bad_values(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--task", "rubik", *DATA, "--out", "x", "--task-option", "oops"])
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_a_partial_transfer_starts_its_deeper_stages_as_scratch_does(pretrained, capsys):
+    # With a vanishing rate the fine-tuned weights are the starting ones (to ~1e-12), so best.pt
+    # shows where each stage started: the pre-training's or the scratch run's of the same seed.
+    tiny_rate = [*DATA, "--max-steps", "1", "--lr", "1e-12", *FAST]
+    runs = {}
+    for name, init, extra in [
+        ("scratch", "scratch", ["--backbone", "vgg3d", "--backbone-option", "widths=4,8"]),
+        ("part", str(pretrained / "best.pt"), ["--transfer-stages", "1"]),
+    ]:
+        out = pretrained.parent / f"transfer-{name}"
+        assert main(["finetune", "--init", init, *extra, "--out", str(out), *tiny_rate]) == 0
+        runs[name] = load_checkpoint(out / "best.pt")["model"]
+    pre = load_checkpoint(pretrained / "best.pt")["model"]
+    conv0, conv1 = "backbone.stages.0.0.weight", "backbone.stages.1.1.weight"
+    assert torch.allclose(runs["part"][conv0], pre[conv0], atol=1e-9)
+    assert torch.allclose(runs["part"][conv1], runs["scratch"][conv1], atol=1e-9)
+    assert not torch.allclose(pre[conv1], runs["scratch"][conv1], atol=1e-3)  # a real difference
+    config = json.loads((pretrained.parent / "transfer-part" / "config.json").read_text())
+    assert config["transfer_stages"] == 1 and config["method"] == "rubik"
+    assert "transfer_stages" not in json.loads(
+        (pretrained.parent / "transfer-scratch" / "config.json").read_text()
+    )
+    # more stages than the backbone has, or a partial transfer of nothing, are refused by name
+    bad = pretrained.parent / "transfer-bad"
+    assert main(["finetune", "--init", str(pretrained / "best.pt"), "--transfer-stages", "3",
+                 "--out", str(bad), *tiny_rate]) == 2  # fmt: skip
+    assert "transfer_stages: expected 1 to 2 (the backbone's stages), got 3" in (
+        capsys.readouterr().err
+    )
+    assert main(["finetune", "--init", "scratch", "--transfer-stages", "1", "--out", str(bad),
+                 *tiny_rate]) == 2  # fmt: skip
+    assert "transfer_stages: needs an init checkpoint" in capsys.readouterr().err
+    assert not bad.exists()
