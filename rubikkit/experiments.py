@@ -43,10 +43,10 @@ below), ``finetune`` (section or null: ``methods``,
 ``duc_output_stride`` (int or null: the DUC runs its encoder at this output stride, the deeper
 stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``loss``
 (``"ce"``, the default, or ``"ce+dice"`` for the segmentation heads, see
-:func:`rubikkit.train.finetune.soft_dice_loss`), ``transfer_stages`` (int or null: the pre-trained
+:func:`rubikkit.train.finetune.soft_dice_loss`), ``transfer_stages`` (int, list of ints or null: the pre-trained
 fine-tunings transfer only the first N encoder stages, the deeper ones starting from the weights
-the scratch run of the same seed starts from; their records carry it and their tables are apart
-from full transfers'), ``variants``
+the scratch run of the same seed starts from; a list fine-tunes each pre-training once a value,
+``-t<N>`` ending the run ids; records carry it and tables keep it apart from full transfers), ``variants``
 {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
 a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
@@ -181,7 +181,7 @@ _FINETUNE_FIELDS = {
     "variants": dict,
     "duc_output_stride": (int, type(None)),
     "loss": str,
-    "transfer_stages": (int, type(None)),
+    "transfer_stages": (int, list, type(None)),
 }
 _REQUIRED = ("name", "data", "backbones", "seeds", "metrics")
 
@@ -404,6 +404,13 @@ def _check_transfer_stages(cfg: dict) -> None:
         return
     if not any(m != "scratch" for m in ft["methods"]):
         raise ValueError("finetune.transfer_stages: set, but finetune.methods has no pre-training")
+    values = value if isinstance(value, list) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ValueError(
+            f"finetune.transfer_stages: expected an int or a list of ints, got {value!r}"
+        )
+    if len(set(values)) != len(values):
+        raise ValueError(f"finetune.transfer_stages: {value!r} repeats a value")
     import torch
 
     from rubikkit.models import build_backbone
@@ -411,10 +418,23 @@ def _check_transfer_stages(cfg: dict) -> None:
     for bb in cfg["backbones"]:
         with torch.device("meta"):
             n = len(build_backbone(bb, **_bb_options(cfg, bb)).stage_channels)
-        if not 1 <= value <= n:
-            raise ValueError(
-                f"finetune.transfer_stages: expected 1 to {n} (the stages of {bb}), got {value}"
-            )
+        for v in values:
+            if not 1 <= v <= n:
+                raise ValueError(
+                    f"finetune.transfer_stages: expected 1 to {n} (the stages of {bb}), got {v}"
+                )
+
+
+def _transfers(cfg: dict, pretrained: bool) -> list[tuple[int | None, str]]:
+    """(stages transferred, run-id suffix) of each fine-tuning of one pre-training: a list of
+    ``finetune.transfer_stages`` gives one run a value, ``-t<N>`` in its id; an int one run, its
+    id as with a full transfer."""
+    value = cfg["finetune"]["transfer_stages"]
+    if not pretrained or value is None:
+        return [(None, "")]
+    if isinstance(value, list):
+        return [(v, f"-t{v}") for v in value]
+    return [(value, "")]
 
 
 def variant_name(variant: dict) -> str:
@@ -553,7 +573,7 @@ def _pretrain_settings(cfg: dict, method: str, backbone: str, variant: dict | No
     return settings
 
 
-def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float, pretrained: bool) -> dict:
+def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float) -> dict:
     ft = cfg["finetune"]
     return {
         "data": cfg["data"],
@@ -579,11 +599,6 @@ def _finetune_settings(cfg: dict, backbone: str, head: str, lf: float, pretraine
             else {}
         ),
         **({"loss": ft["loss"]} if ft["loss"] != "ce" else {}),
-        **(
-            {"transfer_stages": ft["transfer_stages"]}
-            if pretrained and ft["transfer_stages"] is not None
-            else {}
-        ),
     }
 
 
@@ -595,22 +610,25 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=Non
     entries = []
     for head in ft["heads"]:
         for lf in ft["label_fractions"]:
-            settings = _finetune_settings(cfg, bb, head, lf, pretrained=init_id is not None)
-            entries.append(
-                {
-                    "kind": "finetune",
-                    "run": f"s{seed}/{bb}/ft-{tag}-{head}-lf{_lf_tag(lf)}",
-                    "seed": seed,
-                    "backbone": bb,
-                    "method": method,
-                    "variant": variant,
-                    "head": head,
-                    "label_fraction": float(lf),
-                    "init": init_id,
-                    "settings": settings,
-                    "config_hash": _hash([settings, init_settings, seed]),
-                }
-            )
+            for n, suffix in _transfers(cfg, pretrained=init_id is not None):
+                settings = _finetune_settings(cfg, bb, head, lf)
+                if n is not None:  # only where set, so that full transfers keep their hashes
+                    settings["transfer_stages"] = n
+                entries.append(
+                    {
+                        "kind": "finetune",
+                        "run": f"s{seed}/{bb}/ft-{tag}-{head}-lf{_lf_tag(lf)}{suffix}",
+                        "seed": seed,
+                        "backbone": bb,
+                        "method": method,
+                        "variant": variant,
+                        "head": head,
+                        "label_fraction": float(lf),
+                        "init": init_id,
+                        "settings": settings,
+                        "config_hash": _hash([settings, init_settings, seed]),
+                    }
+                )
     return entries
 
 

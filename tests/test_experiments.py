@@ -213,6 +213,30 @@ def test_a_partial_transfer_reaches_the_pretrained_runs_only(tmp_path):
     assert config["transfer_stages"] == 1
 
 
+def test_a_list_of_transfers_fine_tunes_each_pretraining_once_a_value():
+    plain = {e["run"]: e["config_hash"] for e in plan_grid(validate_config(_cfg()))}
+    one = {e["run"]: e for e in plan_grid(validate_config(_cfg(finetune__transfer_stages=1)))}
+    cfg = validate_config(_cfg(finetune__transfer_stages=[1, 2]))
+    runs = {e["run"]: e for e in plan_grid(cfg) if e["kind"] == "finetune"}
+    assert sorted(runs) == [
+        "s0/vgg3d/ft-rubik-classify-lf1-t1",
+        "s0/vgg3d/ft-rubik-classify-lf1-t2",
+        "s0/vgg3d/ft-scratch-classify-lf1",
+    ]
+    assert runs["s0/vgg3d/ft-rubik-classify-lf1-t2"]["settings"]["transfer_stages"] == 2
+    # the value of an int and of a list entry is the same run, under another id
+    same = one["s0/vgg3d/ft-rubik-classify-lf1"]["config_hash"]
+    assert runs["s0/vgg3d/ft-rubik-classify-lf1-t1"]["config_hash"] == same
+    assert (
+        runs["s0/vgg3d/ft-scratch-classify-lf1"]["config_hash"]
+        == plain["s0/vgg3d/ft-scratch-classify-lf1"]
+    )
+    for bad, match in [([], "expected an int or a list"), ([1, True], "expected an int or a list"),
+                       ([2, 2], "repeats a value"), ([1, 3], "expected 1 to 2")]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"finetune.transfer_stages: .*{match}"):
+            validate_config(_cfg(finetune__transfer_stages=bad))
+
+
 def test_verdicts_keep_a_partial_transfer_apart_from_the_full_one():
     def rec(method, variant, seed, dice, n=None):
         return dict(method=method, variant=variant, backbone="vgg3d", head="duc", seed=seed,
