@@ -487,6 +487,143 @@ def one_pretraining(
     ]
 
 
+def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list[dict]:
+    """Each pre-training's ``metric`` by how many encoder stages its fine-tunings transferred.
+
+    A fine-tuning with ``transfer_stages`` N took the first N stages of its pre-training and the
+    deeper ones from the scratch run of its seed (:func:`rubikkit.train.finetune`); one without it
+    took all ``n_stages``; scratch took none, so it is every curve's depth 0. Each depth is read
+    against scratch seed by seed, as the fine-tuning seed pairs the runs.
+
+    Parameters
+    ----------
+    records : iterable of dict
+        Fine-tuning records of one setting (:data:`SETTING_KEYS`), one record per (pre-training,
+        depth, seed); scratch among them.
+    metric : str
+        E.g. ``"dice"``.
+    n_stages : int
+        Stages of the backbone, the depth of a full transfer (5 for the 3D VGG and the ResNets).
+
+    Returns
+    -------
+    list of dict
+        One row per (method, variant, depth), pre-trainings in label order and depths rising:
+        ``label``, ``method``, ``variant``, ``depth``, ``n``, ``mean``, ``sd`` and, over the seeds
+        scratch shares, ``paired_n``, ``paired_mean``, ``paired_sd`` (the run minus scratch) and
+        ``wins`` (seeds above scratch). Depth 0 is scratch itself, for every pre-training.
+
+    Raises
+    ------
+    ValueError
+        Two records for one (pre-training, depth, seed), a depth outside 0 to ``n_stages``, mixed
+        settings, or no scratch record with ``metric``.
+    """
+    recs = [r for r in records if r.get("head") != "proxy" and metric in r["metrics"]]
+    settings = {tuple(r.get(k) for k in SETTING_KEYS) for r in recs}
+    if len(settings) > 1:
+        raise ValueError(
+            f"records: expected one setting ({', '.join(SETTING_KEYS)}), got {len(settings)}"
+        )
+    cells: dict[tuple, dict[int, float]] = {}
+    for r in recs:
+        scratch = r["method"] == "scratch"
+        depth = 0 if scratch else r.get("transfer_stages", n_stages)
+        if not 0 <= depth <= n_stages:
+            raise ValueError(f"n_stages: a record transferred {depth} stages, more than {n_stages}")
+        key = (r["method"], None if scratch else r.get("variant"), depth)
+        seeds = cells.setdefault(key, {})
+        if r["seed"] in seeds:
+            raise ValueError(
+                f"records: two records for seed {r['seed']} of {method_label(*key[:2])} "
+                f"at depth {depth}; pass one experiment's runs of each"
+            )
+        seeds[r["seed"]] = float(r["metrics"][metric])
+    base = cells.get(("scratch", None, 0))
+    if not base:
+        raise ValueError(f"records: no scratch record with {metric!r}, the depth 0 of every curve")
+    rank = {m: i for i, m in enumerate(METHODS)}
+    pretrainings = sorted(
+        {k[:2] for k in cells if k[0] != "scratch"},
+        key=lambda mv: (rank.get(mv[0], len(rank)), mv[1] or ""),
+    )
+    rows = []
+    for method, variant in pretrainings:
+        depths = sorted(d for m, v, d in cells if (m, v) == (method, variant))
+        for depth in [0] + depths:
+            runs = base if depth == 0 else cells[(method, variant, depth)]
+            mean, sd = _mean_sd(list(runs.values()))
+            diffs = [runs[s] - base[s] for s in sorted(set(runs) & set(base))]
+            pm, ps = _mean_sd(diffs) if diffs else (math.nan, math.nan)
+            rows.append(
+                {
+                    "label": method_label(method, variant),
+                    "method": method,
+                    "variant": variant,
+                    "depth": depth,
+                    "n": len(runs),
+                    "mean": mean,
+                    "sd": sd,
+                    "paired_n": len(diffs),
+                    "paired_mean": pm,
+                    "paired_sd": ps,
+                    "wins": sum(d > 0 for d in diffs),
+                }
+            )
+    return rows
+
+
+def transfer_depth_table(rows: Sequence[dict], digits: int = 3) -> str:
+    """:func:`transfer_depths` as markdown: a row per pre-training, a column per depth; each cell
+    the mean, and below depth 0 the paired difference to scratch with its sd and the seeds won."""
+    depths = sorted({r["depth"] for r in rows})
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    cell = {(r["label"], r["depth"]): r for r in rows}
+    head = ["pre-training"] + [f"{d} stages" if d != 1 else "1 stage" for d in depths]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        row = [label]
+        for d in depths:
+            r = cell.get((label, d))
+            if r is None:
+                row.append(MISSING)
+            elif d == 0:
+                row.append(f"{r['mean']:.{digits}f} (scratch)")
+            else:
+                paired = (
+                    f"{r['paired_mean']:+.{digits}f} ± {r['paired_sd']:.{digits}f}, "
+                    f"{r['wins']} of {r['paired_n']}"
+                    if r["paired_n"] > 1
+                    else f"n={r['paired_n']} paired"
+                )
+                row.append(f"{r['mean']:.{digits}f} ({paired})")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_transfer_depths(rows: Sequence[dict], metric: str, ax=None):
+    """The paired difference to scratch (mean ± sd over seeds) against the stages transferred,
+    one line per pre-training of :func:`transfer_depths`; 0 is scratch's level."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.2), dpi=72)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    for i, label in enumerate(labels):
+        rs = [r for r in rows if r["label"] == label]
+        x = [r["depth"] + 0.06 * (i - (len(labels) - 1) / 2) for r in rs]  # apart, not on top
+        y = [r["paired_mean"] for r in rs]
+        e = [0.0 if math.isnan(r["paired_sd"]) else r["paired_sd"] for r in rs]
+        ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
+    ax.axhline(0.0, color="grey", lw=0.8)
+    ax.set_xticks(sorted({r["depth"] for r in rows}))
+    ax.set_xlabel("encoder stages transferred (0: scratch)")
+    ax.set_ylabel(f"{metric} minus scratch's, same seed")
+    if labels:
+        ax.legend(fontsize=7)
+    return ax
+
+
 def plot_label_fractions(
     records: Iterable[dict], dataset: str, metric: str, ax=None, split="test", label_by=None
 ):

@@ -223,3 +223,51 @@ def test_append_unique_keeps_one_record_per_run(tmp_path):
         p.join(timeout=60)
     assert [p.exitcode for p in procs] == [0] * 4
     assert len(results.load_records(path)) == 1
+
+
+def test_transfer_depths_reads_each_depth_against_scratch_seed_by_seed():
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    def run(seed, acc, method="rubik", variant=None, n=None):
+        extra = {} if n is None else {"transfer_stages": n}
+        return _rec(seed, acc, method=method, variant=variant, **extra)
+
+    recs = [run(s, v, method="scratch") for s, v in enumerate([0.50, 0.60, 0.70])]
+    recs += [run(s, v) for s, v in enumerate([0.40, 0.52, 0.58])]  # full: -0.10, -0.08, -0.12
+    recs += [run(s, v, n=2) for s, v in enumerate([0.55, 0.61, 0.69])]  # +0.05, +0.01, -0.01
+    recs += [run(s, 0.5, variant="epochs=100", n=1) for s in (0, 1)]  # seed 2 not run
+    recs += [_rec(0, 0.9, method="rubik", head="proxy")]  # no fine-tuning: left out
+    rows = results.transfer_depths(recs, "acc", n_stages=5)
+    got = [(r["label"], r["depth"], r["n"], r["paired_n"], r["wins"]) for r in rows]
+    assert got == [
+        ("rubik", 0, 3, 3, 0),
+        ("rubik", 2, 3, 3, 2),
+        ("rubik", 5, 3, 3, 0),
+        ("rubik [epochs=100]", 0, 3, 3, 0),
+        ("rubik [epochs=100]", 1, 2, 2, 0),  # a tie is no win
+    ]
+    assert rows[1]["paired_mean"] == pytest.approx(0.05 / 3)
+    assert rows[2]["paired_mean"] == pytest.approx(-0.10) and rows[2]["paired_sd"] == (
+        pytest.approx(0.02)
+    )
+    assert rows[2]["mean"] == pytest.approx(0.5) and rows[0]["mean"] == pytest.approx(0.6)
+    table = results.transfer_depth_table(rows).splitlines()
+    assert table[0] == "| pre-training | 0 stages | 1 stage | 2 stages | 5 stages |"
+    assert table[2] == (
+        "| rubik | 0.600 (scratch) | – | 0.617 (+0.017 ± 0.031, 2 of 3) | "
+        "0.500 (-0.100 ± 0.020, 0 of 3) |"
+    )
+    assert table[3].startswith("| rubik [epochs=100] | 0.600 (scratch) | 0.500 (-0.050 ± 0.071")
+    ax = results.plot_transfer_depths(rows, "acc")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["rubik", "rubik [epochs=100]"]
+    # one record per (pre-training, depth, seed), depths within the backbone, scratch present
+    with pytest.raises(ValueError, match="two records for seed 0 of scratch at depth 0"):
+        results.transfer_depths(recs + [run(0, 0.5, method="scratch")], "acc", 5)
+    with pytest.raises(ValueError, match="n_stages: a record transferred 5 stages, more than 4"):
+        results.transfer_depths(recs + [run(0, 0.5, n=5)], "acc", 4)
+    with pytest.raises(ValueError, match="no scratch record with 'acc'"):
+        results.transfer_depths(recs[3:], "acc", 5)
+    with pytest.raises(ValueError, match="expected one setting"):
+        results.transfer_depths(recs + [_rec(5, 0.5, lf=0.1)], "acc", 5)
