@@ -43,11 +43,11 @@ below), ``finetune`` (section or null: ``methods``,
 ``duc_output_stride`` (int or null: the DUC runs its encoder at this output stride, the deeper
 stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore it), ``loss``
 (``"ce"``, the default, or ``"ce+dice"`` for the segmentation heads, see
-:func:`rubikkit.train.finetune.soft_dice_loss`), ``transfer_stages`` (int, list of ints or null: the pre-trained
-fine-tunings transfer only the first N encoder stages, the deeper ones starting from the weights
-the scratch run of the same seed starts from; a list fine-tunes each pre-training once a value,
-``-t<N>`` ending the run ids; records carry it and tables keep it apart from full transfers), ``variants``
-{method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
+:func:`rubikkit.train.finetune.soft_dice_loss`), ``transfer_stages`` (int, list of ints or null:
+the pre-trained fine-tunings transfer only the first N encoder stages, the deeper ones starting
+from the weights the scratch run of the same seed starts from; a list fine-tunes each
+pre-training once a value, ``-t<N>`` ending the run ids; records carry it and tables keep it
+apart from full transfers), ``variants`` {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
 these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
 a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
 str, printed above the grid's tables), ``seed_tables`` (list of fine-tuning metrics of
