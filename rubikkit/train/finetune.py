@@ -155,9 +155,8 @@ def load_init(init, *, in_channels: int | None = None, stages: int | None = None
     try:
         load_backbone_state(backbone, state, stages=stages)
     except ValueError as exc:
-        if str(exc).startswith("stages:"):
+        if str(exc).startswith("stages:"):  # the caller's argument, named by the caller
             raise
-
         raise ValueError(f"init: cannot transfer the backbone of {init}: {exc}") from exc
     return backbone, cfg
 
