@@ -47,12 +47,12 @@ stages dilated, :meth:`rubikkit.models.Backbone.dilate_`; the other heads ignore
 the pre-trained fine-tunings transfer only the first N encoder stages, the deeper ones starting
 from the weights the scratch run of the same seed starts from; a list fine-tunes each
 pre-training once a value, ``-t<N>`` ending the run ids; records carry it and tables keep it
-apart from full transfers), ``variants`` {method: list of variant names, ``"default"`` for the configured pre-training}: fine-tune only
-these pre-trainings of the method, e.g. the one lever whose checkpoints are worth fine-tuning;
-a method not listed fine-tunes all of its pre-trainings), ``workers`` (int), ``notes`` (list of
-str, printed above the grid's tables), ``seed_tables`` (list of fine-tuning metrics of
-``metrics``: the tables page shows each of them seed by seed, one column a method, for pairing the
-runs by eye; default none).
+apart from full transfers), ``variants`` {method: list of variant names, ``"default"`` for the
+configured pre-training}: fine-tune only these pre-trainings of the method, e.g. the one lever
+whose checkpoints are worth fine-tuning; a method not listed fine-tunes all of its
+pre-trainings), ``workers`` (int), ``notes`` (list of str, printed above the grid's tables),
+``seed_tables`` (list of fine-tuning metrics of ``metrics``: the tables page shows each of them
+seed by seed, one column a method, for pairing the runs by eye; default none).
 
 Variants (levers)
 -----------------
