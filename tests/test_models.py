@@ -20,6 +20,7 @@ from rubikkit.models import (
     build_backbone,
     load_backbone_state,
     pixel_shuffle_3d,
+    stage_activity,
     weight_reach,
 )
 
@@ -429,3 +430,76 @@ def test_load_backbone_state_transfers_the_first_stages_only():
             load_backbone_state(dst, src.state_dict(), stages=bad)
     with pytest.raises(TypeError, match="stages: expected an int"):
         load_backbone_state(dst, src.state_dict(), stages=True)
+
+
+def _silenced_vgg():
+    """A tiny VGG whose deepest stage's first channel is switched off by its running statistics
+    alone (a running mean far above anything it computes), and whose other channels fire."""
+    torch.manual_seed(0)
+    bb = build_backbone("vgg3d", 2, widths=(4, 6, 8))
+    bn = [m for m in bb.stages[2].modules() if isinstance(m, torch.nn.BatchNorm3d)][-1]
+    bn.running_mean[0] = 1e4
+    return bb, bn
+
+
+def test_stage_activity_counts_what_fires():
+    bb, bn = _silenced_vgg()
+    x = torch.randn(5, 2, 8, 8, 8)
+    running = stage_activity(bb, x, batch_size=2)
+    assert [s["stage"] for s in running] == [0, 1, 2]
+    assert [s["channels"] for s in running] == [4, 6, 8]
+    assert running[2]["silent"] >= 1
+    # The same numbers straight from the stage outputs, all five volumes in one pass.
+    bb.eval()
+    with torch.no_grad():
+        feats = bb.forward_features(x)
+    for s, f in zip(running, feats):
+        assert s["silent"] == int((f.amax(dim=(0, 2, 3, 4)) <= 0).sum())
+        assert s["active"] == pytest.approx((f > 0).float().mean().item())
+        assert s["mean"] == pytest.approx(f.mean().item(), rel=1e-5)
+    # With each batch's own statistics the switched-off channel fires again; the backbone keeps
+    # its running statistics and its mode.
+    bb.train()
+    tracked = bn.num_batches_tracked.clone()
+    batch = stage_activity(bb, x, batch_size=5, bn="batch")
+    assert batch[2]["silent"] < running[2]["silent"]
+    assert bn.running_mean[0] == 1e4 and torch.equal(bn.num_batches_tracked, tracked)
+    assert bb.training
+    bb.eval()
+    stage_activity(bb, x)
+    assert not bb.training
+
+
+def test_stage_activity_streams_volumes_of_mixed_sizes():
+    bb, _ = _silenced_vgg()
+    small, large = torch.randn(3, 2, 8, 8, 8), torch.randn(2, 2, 12, 12, 12)
+    vols = (v for v in [*small[:2], *large, small[2]])  # a generator: walked once
+    mixed = stage_activity(bb, vols, batch_size=4)
+    bb.eval()
+    with torch.no_grad():
+        parts = list(zip(bb.forward_features(small), bb.forward_features(large)))
+    for s, (a, b) in zip(mixed, parts):
+        assert s["mean"] == pytest.approx(
+            (a.sum() + b.sum()).item() / (a.numel() + b.numel()), rel=1e-5
+        )
+        fired = (a > 0).any(dim=(0, 2, 3, 4)) | (b > 0).any(dim=(0, 2, 3, 4))
+        assert s["silent"] == int((~fired).sum())
+
+
+def test_stage_activity_errors_name_the_argument():
+    bb, _ = _silenced_vgg()
+    x = torch.randn(2, 2, 8, 8, 8)
+    with pytest.raises(ValueError, match="bn: expected"):
+        stage_activity(bb, x, bn="eval")
+    with pytest.raises(ValueError, match="batch_size: must be >= 1"):
+        stage_activity(bb, x, batch_size=0)
+    with pytest.raises(TypeError, match="backbone: expected a Backbone"):
+        stage_activity(torch.nn.Conv3d(2, 2, 3), x)
+    with pytest.raises(ValueError, match=r"volumes: expected \(N, C, D, H, W\)"):
+        stage_activity(bb, x[0])
+    with pytest.raises(ValueError, match="volumes: item 1 has 1 channels, the backbone takes 2"):
+        stage_activity(bb, [x[0], x[1, :1]])
+    with pytest.raises(ValueError, match="volumes: item 0 is not a"):
+        stage_activity(bb, [x[0, 0]])
+    with pytest.raises(ValueError, match="volumes: empty"):
+        stage_activity(bb, [])

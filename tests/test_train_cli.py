@@ -9,7 +9,7 @@ import torch
 
 from rubikkit.cli import main
 from rubikkit.results import validate_record
-from rubikkit.train import load_checkpoint, to_record
+from rubikkit.train import evaluate, load_checkpoint, to_record
 from rubikkit.viz import read_log
 
 DATA = ["--data", "phantoms:hemorrhage", "--data-option", "n=8", "--data-option", "size=32"]
@@ -122,6 +122,25 @@ def test_finetune_then_evaluate(pretrained, tmp_path, capsys):
     # Only a proxy task draws puzzles.
     assert main(["evaluate", str(out / "best.pt"), *DATA, "--draws", "2", *FAST[:3]]) == 2
     assert "draws: " in capsys.readouterr().err
+
+
+def test_evaluate_counts_stage_activity(pretrained, capsys):
+    capsys.readouterr()
+    args = ["evaluate", str(pretrained / "best.pt"), *DATA, "--split", "test", *FAST[:3]]
+    assert main([*args, "--stage-activity", "batch"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "order_acc" in printed and printed["stage_activity_bn"] == "batch"
+    stages = printed["stage_activity"]
+    assert [s["channels"] for s in stages] == [4, 8]
+    assert all(0 <= s["silent"] <= s["channels"] and 0 <= s["active"] <= 1 for s in stages)
+    # Records keep numbers only: the census stays in the evaluation's JSON.
+    record = to_record({"splits": {"test": printed}}, "test")
+    assert "stage_activity" not in record["metrics"] and "order_acc" in record["metrics"]
+    with pytest.raises(SystemExit):
+        main([*args, "--stage-activity", "eval"])
+    assert "--stage-activity: invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="stage_activity: expected 'running', 'batch' or None"):
+        evaluate(pretrained / "best.pt", stage_activity="eval")
 
 
 def test_finetune_from_scratch_segmentation(tmp_path):

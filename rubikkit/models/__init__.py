@@ -8,6 +8,7 @@ Axis order is (C, D, H, W); a batch adds a leading B.
 * Fine-tuning: :class:`Classifier`, :class:`UNet3D`, :class:`DUC3D`.
 * :func:`load_backbone_state` transfers weights strictly: all tensors or a ValueError.
 * :func:`weight_reach`: the share of a backbone's convolution weights an input size can reach.
+* :func:`stage_activity`: how many channels of each stage some volumes switch on, and how strongly.
 
 Every model built on a backbone keeps it as ``.backbone``, so its weights are the model's
 state-dict entries under ``"backbone."``.
@@ -21,6 +22,7 @@ from rubikkit.models.backbone import (
     backbone_state_from,
     build_backbone,
     load_backbone_state,
+    stage_activity,
     weight_reach,
 )
 from rubikkit.models.cpc import CPCModel, info_nce
@@ -46,5 +48,6 @@ __all__ = [
     "info_nce",
     "load_backbone_state",
     "pixel_shuffle_3d",
+    "stage_activity",
     "weight_reach",
 ]

@@ -383,3 +383,105 @@ def weight_reach(backbone: nn.Module, size, in_channels: int | None = None) -> d
         raise ValueError("backbone: no 3D convolution ran on the input")
     total = sums.pop("total")
     return {**{k: v[0] / v[1] for k, v in sums.items()}, "total": total[0] / total[1]}
+
+
+def stage_activity(
+    backbone: Backbone, volumes, *, batch_size: int = 8, bn: str = "running"
+) -> list[dict]:
+    """How much of each stage's output fires on ``volumes``: a census for a collapsed encoder.
+
+    A pre-training can leave channels that no input switches on: after the ReLU that ends every
+    stage of the backbones here they output zero everywhere, pass nothing to a head and give their
+    weights no gradient until batch norm shifts them back. Pushing the volumes a fine-tuning will
+    see through a pre-trained encoder, whole, tells how many such channels each stage holds and
+    how strongly the rest respond.
+
+    Parameters
+    ----------
+    backbone : Backbone
+        Any backbone (a model's ``.backbone``); it is not changed.
+    volumes : tensor or iterable of tensors
+        ``(N, C, D, H, W)``, or ``(C, D, H, W)`` volumes of any sizes the backbone takes (an
+        iterable is walked once, a batch at a time).
+    batch_size : int
+        Volumes per forward pass (same-sized neighbours are batched).
+    bn : {"running", "batch"}
+        Which statistics batch norm normalises with: ``"running"``, the ones the checkpoint
+        stored (eval mode: what the encoder computed on its own training data), or ``"batch"``,
+        each batch's own, as a fine-tuning's first training steps do (the numbers then depend on
+        ``batch_size``). Running statistics are never updated.
+
+    Returns
+    -------
+    list of dict
+        One entry per stage, shallow to deep: ``stage`` (index), ``channels``, ``silent``
+        (channels not above zero at any voxel of any volume), ``active`` (share of all outputs
+        above zero) and ``mean`` (the mean output).
+    """
+    if bn not in ("running", "batch"):
+        raise ValueError(f"bn: expected 'running' or 'batch', got {bn!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size: expected an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    if not isinstance(backbone, Backbone):
+        raise TypeError(f"backbone: expected a Backbone, got {type(backbone).__name__}")
+    if isinstance(volumes, torch.Tensor) and volumes.ndim != 5:
+        raise ValueError(f"volumes: expected (N, C, D, H, W), got shape {tuple(volumes.shape)}")
+    in_channels = backbone.config.get("in_channels")
+    param = next(backbone.parameters())
+    if bn == "batch":  # a copy, so that neither the running statistics nor the mode change
+        import copy
+
+        net = copy.deepcopy(backbone).eval()
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train()
+    else:
+        net, was_training = backbone, backbone.training
+        net.eval()
+    widths = backbone.stage_channels
+    fired = [torch.zeros(c, dtype=torch.bool, device=param.device) for c in widths]
+    positive, total, count = [0] * len(widths), [0.0] * len(widths), [0] * len(widths)
+
+    def run(batch):
+        x = torch.stack(batch).to(param.device, param.dtype)
+        for i, f in enumerate(net.forward_features(x)):
+            fired[i] |= (f > 0).flatten(2).any(dim=2).any(dim=0)
+            positive[i] += int((f > 0).sum())
+            total[i] += float(f.double().sum())
+            count[i] += f.numel()
+
+    try:
+        with torch.no_grad():
+            batch = []  # same-sized neighbours, streamed: the volumes need not fit in memory
+            for i, v in enumerate(volumes):
+                if not isinstance(v, torch.Tensor) or v.ndim != 4:
+                    what = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                    raise ValueError(f"volumes: item {i} is not a (C, D, H, W) tensor ({what})")
+                if in_channels is not None and v.shape[0] != in_channels:
+                    raise ValueError(
+                        f"volumes: item {i} has {v.shape[0]} channels, the backbone takes "
+                        f"{in_channels}"
+                    )
+                if batch and (len(batch) == batch_size or v.shape != batch[0].shape):
+                    run(batch)
+                    batch = []
+                batch.append(v)
+            if not batch and not count[0]:
+                raise ValueError("volumes: empty")
+            if batch:
+                run(batch)
+    finally:
+        if bn == "running":
+            net.train(was_training)
+    return [
+        {
+            "stage": i,
+            "channels": widths[i],
+            "silent": int((~fired[i]).sum()),
+            "active": positive[i] / count[i],
+            "mean": total[i] / count[i],
+        }
+        for i in range(len(widths))
+    ]

@@ -220,6 +220,7 @@ def _run_evaluate(args) -> int:
         amp=args.amp,
         seed=args.seed,
         draws=args.draws,
+        stage_activity=args.stage_activity,
         out=args.out,
         progress=not args.no_progress,
     )
@@ -352,6 +353,13 @@ def register(subparsers) -> None:
         type=_positive_int,
         default=1,
         help="puzzles scored per volume (a pre-training checkpoint; for splits of a few volumes)",
+    )
+    e.add_argument(
+        "--stage-activity",
+        choices=("running", "batch"),
+        default=None,
+        help="also count, per stage of the backbone, the channels the split's whole volumes never "
+        "switch on (batch norm with the checkpoint's running statistics or each batch's own)",
     )
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     e.add_argument("--workers", type=int, default=0)

@@ -99,6 +99,7 @@ def evaluate(
     amp: bool | None = None,
     seed: int | None = None,
     draws: int = 1,
+    stage_activity: str | None = None,
     out=None,
     progress: bool = True,
 ) -> dict:
@@ -122,6 +123,11 @@ def evaluate(
     draws : int
         Puzzles scored per volume for a proxy task (``puzzles`` in the metrics counts them all);
         a fine-tuning checkpoint takes only 1.
+    stage_activity : {"running", "batch"}, optional
+        Also push the split's volumes, whole, through the checkpoint's backbone and count what
+        each stage switches on (:func:`rubikkit.models.stage_activity`, batch norm with the
+        checkpoint's running statistics or each batch's own); the metrics then hold
+        ``stage_activity`` (one entry per stage) and ``stage_activity_bn``.
     out : path-like, optional
         Write the result there as JSON (a folder gets ``metrics_<split>.json``).
 
@@ -135,6 +141,10 @@ def evaluate(
     from rubikkit.train.metrics import accuracy_at_threshold, validation_threshold
     from rubikkit.train.pretrain import evaluate_proxy
 
+    if stage_activity not in (None, "running", "batch"):
+        raise ValueError(
+            f"stage_activity: expected 'running', 'batch' or None, got {stage_activity!r}"
+        )
     t0 = time.perf_counter()
     dev = resolve_device(device)
     use_amp = resolve_amp(amp, dev)
@@ -207,6 +217,13 @@ def evaluate(
         else:
             metrics = score(dataset, split)
         method = cfg.get("method", "scratch")
+    if stage_activity is not None:
+        from rubikkit.models import stage_activity as census
+
+        metrics["stage_activity"] = census(
+            model.backbone, _Images(dataset), batch_size=bs, bn=stage_activity
+        )
+        metrics["stage_activity_bn"] = stage_activity
     result = {
         "kind": "evaluate",
         "checkpoint": str(Path(checkpoint).resolve()),
