@@ -10,6 +10,7 @@ silently trained from scratch after a failed load (:func:`load_backbone_state`).
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Mapping
 
@@ -431,8 +432,6 @@ def stage_activity(
     in_channels = backbone.config.get("in_channels")
     param = next(backbone.parameters())
     if bn == "batch":  # a copy, so that neither the running statistics nor the mode change
-        import copy
-
         net = copy.deepcopy(backbone).eval()
         for m in net.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -447,8 +446,9 @@ def stage_activity(
     def run(batch):
         x = torch.stack(batch).to(param.device, param.dtype)
         for i, f in enumerate(net.forward_features(x)):
-            fired[i] |= (f > 0).flatten(2).any(dim=2).any(dim=0)
-            positive[i] += int((f > 0).sum())
+            on = f > 0
+            fired[i] |= on.flatten(2).any(dim=2).any(dim=0)
+            positive[i] += int(on.sum())
             total[i] += float(f.double().sum())
             count[i] += f.numel()
 
@@ -468,10 +468,9 @@ def stage_activity(
                     run(batch)
                     batch = []
                 batch.append(v)
-            if not batch and not count[0]:
+            if not batch:  # every volume seen is in a batch until the next one flushes it
                 raise ValueError("volumes: empty")
-            if batch:
-                run(batch)
+            run(batch)
     finally:
         if bn == "running":
             net.train(was_training)
