@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 
 # Modules providing ``register(subparsers)``, in help order.
@@ -51,7 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (``rubikkit experiment run --dry-run ... | head``): stop quietly
+        # rather than with a traceback, and point stdout at the null device so that the
+        # interpreter's last flush at exit cannot fail a second time.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+        return 1
 
 
 if __name__ == "__main__":
