@@ -632,7 +632,9 @@ def _finetune_entries(cfg, seed, bb, method, init_id, init_settings, variant=Non
     return entries
 
 
-def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) -> list[dict]:
+def plan_grid(
+    cfg: ExperimentConfig, seeds=None, methods=None, variants=None, transfer_stages=None
+) -> list[dict]:
     """The runs of the grid, in execution order.
 
     Every entry has ``kind`` (``"pretrain"``, ``"proxy"`` or ``"finetune"``), ``run`` (a path-like
@@ -645,7 +647,9 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) ->
     fine-tuning seed starts from that run (listed before the first seed's runs). ``methods``
     keeps only the runs of these methods (``"scratch"`` included); ``variants`` only the runs of
     these variant names, :data:`DEFAULT_VARIANT` standing for the configured pre-training and for
-    scratch.
+    scratch. ``transfer_stages`` keeps only the fine-tunings that transfer that many encoder
+    stages (one depth of a ``finetune.transfer_stages`` grid) and the pre-trainings they start
+    from: scratch, full transfers and proxy evaluations are left out.
     """
     seeds = list(cfg["seeds"] if seeds is None else seeds)
     pt = cfg["pretrain"]
@@ -721,6 +725,16 @@ def plan_grid(cfg: ExperimentConfig, seeds=None, methods=None, variants=None) ->
         plan = [e for e in plan if e["method"] in keep]
     if variants is not None:
         plan = [e for e in plan if (e.get("variant") or DEFAULT_VARIANT) in set(variants)]
+    if transfer_stages is not None:
+        depths = set(transfer_stages)
+        plan = [
+            e
+            for e in plan
+            if e["kind"] == "pretrain"
+            or (e["kind"] == "finetune" and e["settings"].get("transfer_stages") in depths)
+        ]
+        needed = {e["init"] for e in plan if e["kind"] == "finetune"}
+        plan = [e for e in plan if e["kind"] != "pretrain" or e["run"] in needed]
     return plan
 
 
@@ -896,6 +910,7 @@ def run_experiment(
     seeds=None,
     methods=None,
     variants=None,
+    transfer_stages=None,
     device: str = "auto",
     results_dir="results",
     runs_dir="runs",
@@ -923,6 +938,10 @@ def run_experiment(
         grid.
     variants : list of str, optional
         Run only these variants' runs (``"default"``: the configured pre-training and scratch).
+    transfer_stages : list of int, optional
+        Run only the fine-tunings that transfer these numbers of encoder stages (depths listed
+        in ``finetune.transfer_stages``) and the pre-trainings they start from, so that one
+        depth of a grid can be run, or two processes can share it.
     device : {"auto", "cpu", "cuda"}
     results_dir, runs_dir : path-like
         Records go to ``results_dir/<name>.jsonl``, run folders to ``runs_dir/<name>/<run>``.
@@ -1006,7 +1025,16 @@ def run_experiment(
                 raise ValueError(
                     f"variants: {v!r} is not a variant of {cfg['name']}: {sorted(known)}"
                 )
-    plan = plan_grid(cfg, seeds, methods, variants)
+    if transfer_stages is not None:
+        value = (cfg["finetune"] or {}).get("transfer_stages")
+        depths = value if isinstance(value, list) else [] if value is None else [value]
+        for n in transfer_stages:
+            if n not in depths:
+                raise ValueError(
+                    f"transfer_stages: {n!r} is not a depth of {cfg['name']} "
+                    f"(finetune.transfer_stages: {value!r})"
+                )
+    plan = plan_grid(cfg, seeds, methods, variants, transfer_stages)
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
     run_root = Path(runs_dir) / cfg["name"]
     done, scored = _existing(records_path)
@@ -2283,16 +2311,25 @@ def write_page(page_path, body: str) -> None:
 
 
 # --------------------------------------------------------------------------- CLI
-def _seeds(text: str) -> list[int]:
+def _int_list(text: str, example: str, minimum: int, what: str) -> list[int]:
+    # A comma-separated list of integers of at least ``minimum`` (a command-line argument).
     import argparse
 
     try:
-        seeds = [int(t) for t in text.split(",") if t.strip()]
+        values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seeds like 0,1,2, got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative seeds, got {text!r}")
-    return seeds
+        raise argparse.ArgumentTypeError(f"expected {what} like {example}, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what} of at least {minimum}, got {text!r}")
+    return values
+
+
+def _seeds(text: str) -> list[int]:
+    return _int_list(text, "0,1,2", 0, "seeds")
+
+
+def _depths(text: str) -> list[int]:
+    return _int_list(text, "3 or 1,2", 1, "stage counts")
 
 
 def _methods(text: str) -> list[str]:
@@ -2312,6 +2349,7 @@ def _cmd_run(args) -> int:
         seeds=args.seeds,
         methods=args.methods,
         variants=args.variants,
+        transfer_stages=args.transfer_stages,
         device=args.device,
         results_dir=args.results_dir,
         runs_dir=args.runs_dir,
@@ -2380,6 +2418,14 @@ def register(subparsers) -> None:
         default=None,
         help="run only these pre-training variants, separated by ';' ('default': the configured "
         "pre-training and scratch)",
+    )
+    r.add_argument(
+        "--transfer-stages",
+        type=_depths,
+        default=None,
+        metavar="N",
+        help="run only the fine-tunings that transfer N encoder stages, e.g. 3 or 1,2 (depths "
+        "of finetune.transfer_stages), and the pre-trainings they start from",
     )
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     r.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")

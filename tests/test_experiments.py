@@ -237,6 +237,41 @@ def test_a_list_of_transfers_fine_tunes_each_pretraining_once_a_value():
             validate_config(_cfg(finetune__transfer_stages=bad))
 
 
+def test_one_depth_of_a_transfer_grid_runs_alone(tmp_path, capsys):
+    cfg = validate_config(_cfg(finetune__transfer_stages=[1, 2],
+                               pretrain__variants={"rubik": [{"name": "k=3", "task_options": {"n_perms": 3}}]}))  # fmt: skip
+    deep = plan_grid(cfg, transfer_stages=[2])
+    # the depth's fine-tunings and the pre-trainings they start from; no scratch, no proxy
+    assert [(e["kind"], e["run"]) for e in deep] == [
+        ("pretrain", "s0/vgg3d/pt-rubik"),
+        ("finetune", "s0/vgg3d/ft-rubik-classify-lf1-t2"),
+        ("pretrain", "s0/vgg3d/pt-rubik-k=3"),
+        ("finetune", "s0/vgg3d/ft-rubik-k=3-classify-lf1-t2"),
+    ]
+    full = {e["run"]: e["config_hash"] for e in plan_grid(cfg)}
+    assert all(full[e["run"]] == e["config_hash"] for e in deep)  # the same runs, not new ones
+    one = plan_grid(cfg, variants=["k=3"], transfer_stages=[1, 2])
+    assert [e["run"] for e in one] == [
+        "s0/vgg3d/pt-rubik-k=3",
+        "s0/vgg3d/ft-rubik-k=3-classify-lf1-t1",
+        "s0/vgg3d/ft-rubik-k=3-classify-lf1-t2",
+    ]
+    kw = dict(dry_run=True, log=lambda *a: None, results_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"transfer_stages: 3 is not a depth of tiny"):
+        run_experiment(cfg, transfer_stages=[3], **kw)
+    with pytest.raises(ValueError, match=r"transfer_stages: 1 is not a depth of tiny \(finetune"):
+        run_experiment(validate_config(_cfg()), transfer_stages=[1], **kw)
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(cfg))
+    args = ["experiment", "run", str(path), "--dry-run", "--results-dir", str(tmp_path)]
+    assert cli_main(args + ["--transfer-stages", "2"]) == 0
+    assert "tiny: 4 runs; done 0, skipped 0, planned 4" in capsys.readouterr().out
+    for bad in ("0", "two", ""):
+        with pytest.raises(SystemExit):
+            cli_main(args + ["--transfer-stages", bad])
+        assert "--transfer-stages: expected stage counts" in capsys.readouterr().err
+
+
 def test_verdicts_keep_a_partial_transfer_apart_from_the_full_one():
     def rec(method, variant, seed, dice, n=None):
         return dict(method=method, variant=variant, backbone="vgg3d", head="duc", seed=seed,
@@ -939,6 +974,10 @@ def test_methods_filter(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(args + ["--methods", "rubix"])
     assert "expected methods from" in capsys.readouterr().err
+    for bad, match in (("-1", "expected seeds of at least 0"), ("0,x", "expected seeds like")):
+        with pytest.raises(SystemExit):
+            cli_main(args + ["--seeds", bad])
+        assert f"--seeds: {match}" in capsys.readouterr().err
 
 
 def test_dry_run_lists_the_grid(tmp_path, capsys):
