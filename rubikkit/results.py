@@ -493,7 +493,10 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     A fine-tuning with ``transfer_stages`` N took the first N stages of its pre-training and the
     deeper ones from the scratch run of its seed (:func:`rubikkit.train.finetune`); one without it
     took all ``n_stages``; scratch took none, so it is every curve's depth 0. Each depth is read
-    against scratch seed by seed, as the fine-tuning seed pairs the runs.
+    against scratch seed by seed, as the fine-tuning seed pairs the runs. A variant whose
+    fine-tunings started from different weights (``init_digest``: its pre-training trained again,
+    on another machine say) gives one curve per set of weights, labelled ``@`` and the digest's
+    first 8 characters, and ``init_digest`` set; otherwise ``init_digest`` is None.
 
     Parameters
     ----------
@@ -508,10 +511,11 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     Returns
     -------
     list of dict
-        One row per (method, variant, depth), pre-trainings in label order and depths rising:
-        ``label``, ``method``, ``variant``, ``depth``, ``n``, ``mean``, ``sd`` and, over the seeds
-        scratch shares, ``paired_n``, ``paired_mean``, ``paired_sd`` (the run minus scratch) and
-        ``wins`` (seeds above scratch). Depth 0 is scratch itself, for every pre-training.
+        One row per (pre-training, depth), pre-trainings in label order and depths rising:
+        ``label``, ``method``, ``variant``, ``init_digest``, ``depth``, ``n``, ``mean``, ``sd``
+        and, over the seeds scratch shares, ``paired_n``, ``paired_mean``, ``paired_sd`` (the run
+        minus scratch) and ``wins`` (seeds above scratch). Depth 0 is scratch itself, for every
+        pre-training.
 
     Raises
     ------
@@ -525,41 +529,53 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
         raise ValueError(
             f"records: expected one setting ({', '.join(SETTING_KEYS)}), got {len(settings)}"
         )
+    # One pre-training's variant name can stand for several sets of weights (the same settings
+    # trained again on another machine, say): a curve must not join them, so those are split.
+    weights: dict[tuple, set] = {}
+    for r in recs:
+        if r["method"] != "scratch":
+            weights.setdefault((r["method"], r.get("variant")), set()).add(r.get("init_digest"))
     cells: dict[tuple, dict[int, float]] = {}
     for r in recs:
         scratch = r["method"] == "scratch"
         depth = 0 if scratch else r.get("transfer_stages", n_stages)
         if not 0 <= depth <= n_stages:
             raise ValueError(f"n_stages: a record transferred {depth} stages, more than {n_stages}")
-        key = (r["method"], None if scratch else r.get("variant"), depth)
+        mv = (r["method"], None if scratch else r.get("variant"))
+        digest = r.get("init_digest") if len(weights.get(mv, ())) > 1 else None
+        key = (*mv, digest, depth)
         seeds = cells.setdefault(key, {})
         if r["seed"] in seeds:
             raise ValueError(
-                f"records: two records for seed {r['seed']} of {method_label(*key[:2])} "
+                f"records: two records for seed {r['seed']} of {method_label(*mv)} "
                 f"at depth {depth}; pass one experiment's runs of each"
             )
         seeds[r["seed"]] = float(r["metrics"][metric])
-    base = cells.get(("scratch", None, 0))
+    base = cells.get(("scratch", None, None, 0))
     if not base:
         raise ValueError(f"records: no scratch record with {metric!r}, the depth 0 of every curve")
     rank = {m: i for i, m in enumerate(METHODS)}
     pretrainings = sorted(
-        {k[:2] for k in cells if k[0] != "scratch"},
-        key=lambda mv: (rank.get(mv[0], len(rank)), mv[1] or ""),
+        {k[:3] for k in cells if k[0] != "scratch"},
+        key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", k[2] or ""),
     )
     rows = []
-    for method, variant in pretrainings:
-        depths = sorted(d for m, v, d in cells if (m, v) == (method, variant))
+    for method, variant, digest in pretrainings:
+        depths = sorted(k[3] for k in cells if k[:3] == (method, variant, digest))
+        label = method_label(method, variant)
+        if len(weights[method, variant]) > 1:
+            label += f" @{digest[:8]}" if digest else " @unknown weights"
         for depth in [0] + depths:
-            runs = base if depth == 0 else cells[(method, variant, depth)]
+            runs = base if depth == 0 else cells[(method, variant, digest, depth)]
             mean, sd = _mean_sd(list(runs.values()))
             diffs = [runs[s] - base[s] for s in sorted(set(runs) & set(base))]
             pm, ps = _mean_sd(diffs) if diffs else (math.nan, math.nan)
             rows.append(
                 {
-                    "label": method_label(method, variant),
+                    "label": label,
                     "method": method,
                     "variant": variant,
+                    "init_digest": digest,
                     "depth": depth,
                     "n": len(runs),
                     "mean": mean,

@@ -271,3 +271,28 @@ def test_transfer_depths_reads_each_depth_against_scratch_seed_by_seed():
         results.transfer_depths(recs[3:], "acc", 5)
     with pytest.raises(ValueError, match="expected one setting"):
         results.transfer_depths(recs + [_rec(5, 0.5, lf=0.1)], "acc", 5)
+
+
+def test_transfer_depths_keeps_apart_the_weights_behind_one_variant_name():
+    # The same pre-training settings trained on two machines: two sets of weights, two curves.
+    def run(seed, acc, digest, n=None):
+        extra = {"init_digest": digest, **({} if n is None else {"transfer_stages": n})}
+        return _rec(seed, acc, method="rubik", variant="epochs=100", **extra)
+
+    recs = [_rec(s, v, method="scratch") for s, v in enumerate([0.50, 0.60])]
+    recs += [run(s, v, "aaaa1111bbbb") for s, v in enumerate([0.40, 0.50])]  # full, machine 1
+    recs += [run(s, v, "cccc2222dddd", n=3) for s, v in enumerate([0.55, 0.65])]  # machine 2
+    rows = results.transfer_depths(recs, "acc", n_stages=5)
+    got = [(r["label"], r["init_digest"], r["depth"], r["n"]) for r in rows]
+    assert got == [
+        ("rubik [epochs=100] @aaaa1111", "aaaa1111bbbb", 0, 2),
+        ("rubik [epochs=100] @aaaa1111", "aaaa1111bbbb", 5, 2),
+        ("rubik [epochs=100] @cccc2222", "cccc2222dddd", 0, 2),
+        ("rubik [epochs=100] @cccc2222", "cccc2222dddd", 3, 2),
+    ]
+    assert rows[3]["paired_mean"] == pytest.approx(0.05)
+    # one set of weights keeps the plain label, and a repeated seed is still an error
+    one = results.transfer_depths(recs[:4], "acc", n_stages=5)
+    assert {(r["label"], r["init_digest"]) for r in one} == {("rubik [epochs=100]", None)}
+    with pytest.raises(ValueError, match="two records for seed 0 of rubik"):
+        results.transfer_depths(recs + [run(0, 0.5, "cccc2222dddd", n=3)], "acc", 5)
