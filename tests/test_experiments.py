@@ -1169,6 +1169,19 @@ def test_the_committed_results_page_is_what_the_committed_records_render(tmp_pat
     assert drawn <= {p.name for p in (REPO / "results" / "plots").glob("*.png")}
 
 
+def test_the_committed_reruns_page_is_what_its_records_render():
+    # results/reruns/README.md: `rubikkit experiment table results/reruns/*.jsonl --only-run
+    # --write results/reruns/README.md`.
+    page = (REPO / "results" / "reruns" / "README.md").read_text(encoding="utf-8")
+    committed = page.split(PAGE_BEGIN, 1)[1].split(PAGE_END, 1)[0].strip("\n")
+    records = sorted((REPO / "results" / "reruns").glob("*.jsonl"))
+    body = render_page(records, config_dir=REPO / "experiments", include_unrun=False)
+    assert committed == body.strip("\n"), (
+        "results/reruns/README.md is stale: run `rubikkit experiment table "
+        "results/reruns/*.jsonl --only-run --write results/reruns/README.md`"
+    )
+
+
 def test_label_fraction_plots_draw_scratch_beside_the_pretrained(tmp_path, monkeypatch):
     import rubikkit.results as results
 
