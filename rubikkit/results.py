@@ -496,7 +496,8 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     against scratch seed by seed, as the fine-tuning seed pairs the runs. A variant whose
     fine-tunings started from different weights (``init_digest``: its pre-training trained again,
     on another machine say) gives one curve per set of weights, labelled ``@`` and the digest's
-    first 8 characters, and ``init_digest`` set; otherwise ``init_digest`` is None.
+    first 8 characters, in the order the records first name them, and ``init_digest`` set;
+    otherwise ``init_digest`` is None.
 
     Parameters
     ----------
@@ -531,10 +532,11 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
         )
     # One pre-training's variant name can stand for several sets of weights (the same settings
     # trained again on another machine, say): a curve must not join them, so those are split.
-    weights: dict[tuple, set] = {}
+    weights: dict[tuple, dict] = {}  # (method, variant) -> {digest: order of first record}
     for r in recs:
         if r["method"] != "scratch":
-            weights.setdefault((r["method"], r.get("variant")), set()).add(r.get("init_digest"))
+            seen = weights.setdefault((r["method"], r.get("variant")), {})
+            seen.setdefault(r.get("init_digest"), len(seen))
     cells: dict[tuple, dict[int, float]] = {}
     for r in recs:
         scratch = r["method"] == "scratch"
@@ -557,7 +559,7 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     rank = {m: i for i, m in enumerate(METHODS)}
     pretrainings = sorted(
         {k[:3] for k in cells if k[0] != "scratch"},
-        key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", k[2] or ""),
+        key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", weights[k[:2]][k[2]] if k[2] else 0),
     )
     rows = []
     for method, variant, digest in pretrainings:

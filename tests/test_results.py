@@ -282,6 +282,12 @@ def test_transfer_depths_keeps_apart_the_weights_behind_one_variant_name():
     recs = [_rec(s, v, method="scratch") for s, v in enumerate([0.50, 0.60])]
     recs += [run(s, v, "aaaa1111bbbb") for s, v in enumerate([0.40, 0.50])]  # full, machine 1
     recs += [run(s, v, "cccc2222dddd", n=3) for s, v in enumerate([0.55, 0.65])]  # machine 2
+    # the curves in the order the records first name their weights, not by digest
+    rows = results.transfer_depths(recs[:2] + recs[4:] + recs[2:4], "acc", n_stages=5)
+    assert [r["label"] for r in rows][::2] == [
+        "rubik [epochs=100] @cccc2222",
+        "rubik [epochs=100] @aaaa1111",
+    ]
     rows = results.transfer_depths(recs, "acc", n_stages=5)
     got = [(r["label"], r["init_digest"], r["depth"], r["n"]) for r in rows]
     assert got == [
