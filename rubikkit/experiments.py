@@ -1027,7 +1027,7 @@ def run_experiment(
                 )
     if transfer_stages is not None:
         value = (cfg["finetune"] or {}).get("transfer_stages")
-        depths = value if isinstance(value, list) else [] if value is None else [value]
+        depths = [] if value is None else [n for n, _ in _transfers(cfg, pretrained=True)]
         for n in transfer_stages:
             if n not in depths:
                 raise ValueError(

@@ -559,7 +559,7 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     rank = {m: i for i, m in enumerate(METHODS)}
     pretrainings = sorted(
         {k[:3] for k in cells if k[0] != "scratch"},
-        key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", weights[k[:2]][k[2]] if k[2] else 0),
+        key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", weights[k[:2]].get(k[2], 0)),
     )
     rows = []
     for method, variant, digest in pretrainings:

@@ -1153,12 +1153,17 @@ def test_table_marks_published_rows_and_page_block(tmp_path):
     assert "adrenal28_scratch_resnet18" in body
 
 
+def _committed_tables(page_path) -> str:
+    # The rendered part of a results page, between the markers write_page keeps.
+    page = page_path.read_text(encoding="utf-8")
+    return page.split(PAGE_BEGIN, 1)[1].split(PAGE_END, 1)[0].strip("\n")
+
+
 def test_the_committed_results_page_is_what_the_committed_records_render(tmp_path):
     # results/README.md's tables come from `rubikkit experiment table results/*.jsonl --plots
     # results/plots --write results/README.md`; a record or config changed without rendering the
     # page again (or a cell edited by hand) fails here.
-    page = (REPO / "results" / "README.md").read_text(encoding="utf-8")
-    committed = page.split(PAGE_BEGIN, 1)[1].split(PAGE_END, 1)[0].strip("\n")
+    committed = _committed_tables(REPO / "results" / "README.md")
     records = sorted((REPO / "results").glob("*.jsonl"))
     body = render_page(records, config_dir=REPO / "experiments", plots_dir=tmp_path / "plots")
     assert committed == body.strip("\n"), (
@@ -1172,8 +1177,7 @@ def test_the_committed_results_page_is_what_the_committed_records_render(tmp_pat
 def test_the_committed_reruns_page_is_what_its_records_render():
     # results/reruns/README.md: `rubikkit experiment table results/reruns/*.jsonl --only-run
     # --write results/reruns/README.md`.
-    page = (REPO / "results" / "reruns" / "README.md").read_text(encoding="utf-8")
-    committed = page.split(PAGE_BEGIN, 1)[1].split(PAGE_END, 1)[0].strip("\n")
+    committed = _committed_tables(REPO / "results" / "reruns" / "README.md")
     records = sorted((REPO / "results" / "reruns").glob("*.jsonl"))
     body = render_page(records, config_dir=REPO / "experiments", include_unrun=False)
     assert committed == body.strip("\n"), (

@@ -302,3 +302,7 @@ def test_transfer_depths_keeps_apart_the_weights_behind_one_variant_name():
     assert {(r["label"], r["init_digest"]) for r in one} == {("rubik [epochs=100]", None)}
     with pytest.raises(ValueError, match="two records for seed 0 of rubik"):
         results.transfer_depths(recs + [run(0, 0.5, "cccc2222dddd", n=3)], "acc", 5)
+    # a record that names no weights, beside ones that do, is a curve of its own, listed last
+    older = [run(s, 0.5, None, n=1) for s in (0, 1)]
+    labels = [r["label"] for r in results.transfer_depths(recs + older, "acc", 5)][::2]
+    assert labels[-1] == "rubik [epochs=100] @unknown weights" and len(labels) == 3
