@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -285,6 +286,18 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 GROUP_KEYS = ("dataset", "method", "variant", "backbone", "head", "label_fraction", "split")
 
 
+def machine_name(device: str | None) -> str:
+    """The machine of a record's ``device`` without its cores, threads, torch version and
+    trademark signs: ``"cpu: AMD EPYC, 2 cores, 1 torch thread; torch 2.13.0+cpu"`` gives
+    ``"AMD EPYC"``, and ``"cpu: Intel(R) Xeon(R) Processor, 2 cores, ..."`` gives
+    ``"Intel Xeon Processor"``."""
+    if not device:
+        return "unknown machine"
+    head = re.split(r", \d+ cores", device.split(";")[0])[0]
+    head = re.sub(r"\((R|TM)\)", "", head).strip()
+    return head.split(": ", 1)[1] if head.startswith(("cpu: ", "cuda: ")) else head
+
+
 def method_label(method: str, variant: str | None = None) -> str:
     """A method's name in tables and legends: ``rubik``, or ``rubik [n_perms=10]`` for a variant."""
     return method if not variant else f"{method} [{variant}]"
@@ -499,6 +512,11 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     first 8 characters, in the order the records first name them, and ``init_digest`` set;
     otherwise ``init_digest`` is None.
 
+    A seed pairs runs of one machine: on another CPU the same fine-tuning rounds differently and
+    can end elsewhere. So scratch may come from several machines (``device``, the whole string),
+    one set of seeds each; then each curve is read against the scratch of the machine its runs
+    came from, which must be one of them.
+
     Parameters
     ----------
     records : iterable of dict
@@ -513,16 +531,19 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
     -------
     list of dict
         One row per (pre-training, depth), pre-trainings in label order and depths rising:
-        ``label``, ``method``, ``variant``, ``init_digest``, ``depth``, ``n``, ``mean``, ``sd``
-        and, over the seeds scratch shares, ``paired_n``, ``paired_mean``, ``paired_sd`` (the run
-        minus scratch) and ``wins`` (seeds above scratch). Depth 0 is scratch itself, for every
+        ``label``, ``method``, ``variant``, ``init_digest``, ``scratch_device`` (the ``device``
+        of the scratch runs it is read against), ``depth``, ``n``, ``mean``, ``sd`` and, over the
+        seeds scratch shares, ``paired_n``, ``paired_mean``, ``paired_sd`` (the run minus
+        scratch) and ``wins`` (seeds above scratch). Depth 0 is that scratch itself, for every
         pre-training.
 
     Raises
     ------
     ValueError
-        Two records for one (pre-training, depth, seed), a depth outside 0 to ``n_stages``, mixed
-        settings, or no scratch record with ``metric``.
+        Two records for one (pre-training, depth, seed) or for one scratch seed on one machine,
+        a depth outside 0 to ``n_stages``, mixed settings, no scratch record with ``metric``, or,
+        with scratch from several machines, a pre-training whose runs came from another machine
+        or from more than one.
     """
     recs = [r for r in records if r.get("head") != "proxy" and metric in r["metrics"]]
     settings = {tuple(r.get(k) for k in SETTING_KEYS) for r in recs}
@@ -538,6 +559,8 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
             seen = weights.setdefault((r["method"], r.get("variant")), {})
             seen.setdefault(r.get("init_digest"), len(seen))
     cells: dict[tuple, dict[int, float]] = {}
+    bases: dict[str | None, dict[int, float]] = {}  # scratch by the machine it ran on
+    devices: dict[tuple, set] = {}  # the machines a pre-training's runs came from
     for r in recs:
         scratch = r["method"] == "scratch"
         depth = 0 if scratch else r.get("transfer_stages", n_stages)
@@ -545,16 +568,19 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
             raise ValueError(f"n_stages: a record transferred {depth} stages, more than {n_stages}")
         mv = (r["method"], None if scratch else r.get("variant"))
         digest = r.get("init_digest") if len(weights.get(mv, ())) > 1 else None
-        key = (*mv, digest, depth)
-        seeds = cells.setdefault(key, {})
+        if scratch:
+            seeds = bases.setdefault(r.get("device"), {})
+        else:
+            seeds = cells.setdefault((*mv, digest, depth), {})
+            devices.setdefault((*mv, digest), set()).add(r.get("device"))
         if r["seed"] in seeds:
             raise ValueError(
                 f"records: two records for seed {r['seed']} of {method_label(*mv)} "
-                f"at depth {depth}; pass one experiment's runs of each"
+                f"at depth {depth}{' on one machine' if scratch else ''}; "
+                "pass one experiment's runs of each"
             )
         seeds[r["seed"]] = float(r["metrics"][metric])
-    base = cells.get(("scratch", None, None, 0))
-    if not base:
+    if not bases:
         raise ValueError(f"records: no scratch record with {metric!r}, the depth 0 of every curve")
     rank = {m: i for i, m in enumerate(METHODS)}
     pretrainings = sorted(
@@ -567,6 +593,19 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
         label = method_label(method, variant)
         if len(weights[method, variant]) > 1:
             label += f" @{digest[:8]}" if digest else " @unknown weights"
+        if len(bases) == 1:
+            device, base = next(iter(bases.items()))
+        else:
+            ran_on = devices[method, variant, digest]
+            device = next(iter(ran_on))
+            if len(ran_on) > 1 or device not in bases:
+                raise ValueError(
+                    f"records: scratch ran on {len(bases)} machines, and each pre-training is "
+                    f"read against its own machine's; {label} ran on "
+                    f"{' and '.join(sorted(map(repr, ran_on)))}"
+                    + ("" if len(ran_on) > 1 else ", where no scratch ran")
+                )
+            base = bases[device]
         for depth in [0] + depths:
             runs = base if depth == 0 else cells[(method, variant, digest, depth)]
             mean, sd = _mean_sd(list(runs.values()))
@@ -578,6 +617,7 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
                     "method": method,
                     "variant": variant,
                     "init_digest": digest,
+                    "scratch_device": device,
                     "depth": depth,
                     "n": len(runs),
                     "mean": mean,
@@ -593,8 +633,10 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
 
 def transfer_depth_table(rows: Sequence[dict], digits: int = 3) -> str:
     """:func:`transfer_depths` as markdown: a row per pre-training, a column per depth; each cell
-    the mean, and below depth 0 the paired difference to scratch with its sd and the seeds won."""
+    the mean, and below depth 0 the paired difference to scratch with its sd and the seeds won.
+    Where the rows read scratch from more than one machine, depth 0 names the machine."""
     depths = sorted({r["depth"] for r in rows})
+    machines = len({r.get("scratch_device") for r in rows}) > 1
     labels = list(dict.fromkeys(r["label"] for r in rows))
     cell = {(r["label"], r["depth"]): r for r in rows}
     head = ["pre-training"] + [f"{d} stages" if d != 1 else "1 stage" for d in depths]
@@ -606,7 +648,8 @@ def transfer_depth_table(rows: Sequence[dict], digits: int = 3) -> str:
             if r is None:
                 row.append(MISSING)
             elif d == 0:
-                row.append(f"{r['mean']:.{digits}f} (scratch)")
+                on = f", {machine_name(r['scratch_device'])}" if machines else ""
+                row.append(f"{r['mean']:.{digits}f} (scratch{on})")
             else:
                 paired = (
                     f"{r['paired_mean']:+.{digits}f} ± {r['paired_sd']:.{digits}f}, "

@@ -306,3 +306,53 @@ def test_transfer_depths_keeps_apart_the_weights_behind_one_variant_name():
     older = [run(s, 0.5, None, n=1) for s in (0, 1)]
     labels = [r["label"] for r in results.transfer_depths(recs + older, "acc", 5)][::2]
     assert labels[-1] == "rubik [epochs=100] @unknown weights" and len(labels) == 3
+
+
+def test_transfer_depths_reads_each_machines_runs_against_its_own_scratch():
+    # Scratch run on two machines: a seed pairs runs of one machine, so each curve takes its own.
+    xeon = "cpu: Intel(R) Xeon(R) Processor, 2 cores, 1 torch thread; torch 2.13.0+cpu"
+    epyc = "cpu: AMD EPYC, 2 cores, 1 torch thread; torch 2.13.0+cpu"
+
+    def run(seed, acc, variant, device, n=None, method="rubik"):
+        extra = {} if n is None else {"transfer_stages": n}
+        return _rec(seed, acc, method=method, variant=variant, device=device, **extra)
+
+    recs = [run(s, v, None, xeon, method="scratch") for s, v in enumerate([0.50, 0.60])]
+    recs += [run(s, v, None, epyc, method="scratch") for s, v in enumerate([0.70, 0.62])]
+    recs += [run(s, v, "epochs=100", xeon, n=3) for s, v in enumerate([0.45, 0.55])]
+    recs += [run(s, v, "epochs=100,seed=2", epyc, n=3) for s, v in enumerate([0.60, 0.60])]
+    rows = results.transfer_depths(recs, "acc", n_stages=5)
+    got = [(r["label"], r["depth"], r["scratch_device"], r["wins"]) for r in rows]
+    assert got == [
+        ("rubik [epochs=100]", 0, xeon, 0),
+        ("rubik [epochs=100]", 3, xeon, 0),
+        ("rubik [epochs=100,seed=2]", 0, epyc, 0),
+        ("rubik [epochs=100,seed=2]", 3, epyc, 0),
+    ]
+    # each against its own machine: -0.05 on the Xeon, -0.06 on the EPYC (against the Xeon's
+    # scratch it would have read +0.05)
+    assert rows[1]["paired_mean"] == pytest.approx(-0.05)
+    assert rows[3]["paired_mean"] == pytest.approx(-0.06) and rows[2]["mean"] == pytest.approx(0.66)
+    table = results.transfer_depth_table(rows).splitlines()
+    assert table[2].startswith("| rubik [epochs=100] | 0.550 (scratch, Intel Xeon Processor) |")
+    assert table[3].startswith("| rubik [epochs=100,seed=2] | 0.660 (scratch, AMD EPYC) |")
+    # with one machine's scratch every curve reads against it, and the table does not name it
+    one = results.transfer_depths(recs[:2] + recs[4:], "acc", n_stages=5)
+    assert {r["scratch_device"] for r in one} == {xeon}
+    assert one[3]["paired_mean"] == pytest.approx(0.05)
+    assert "(scratch) |" in results.transfer_depth_table(one)
+    assert results.machine_name(epyc) == "AMD EPYC" and results.machine_name(None) == (
+        "unknown machine"
+    )
+    # a curve from a machine without scratch, or from two machines, has nothing to pair with
+    other = [run(s, 0.5, "seed=1", "cpu: other", n=2) for s in (0, 1)]
+    with pytest.raises(ValueError, match=r"rubik \[seed=1\] ran on 'cpu: other', where no scratch"):
+        results.transfer_depths(recs + other, "acc", 5)
+    mixed = [run(0, 0.5, "seed=1", xeon, n=2), run(1, 0.5, "seed=1", epyc, n=2)]
+    with pytest.raises(
+        ValueError, match=r"rubik \[seed=1\] ran on 'cpu: AMD EPYC, .*' and 'cpu: Intel"
+    ):
+        results.transfer_depths(recs + mixed, "acc", 5)
+    # two scratch runs of one seed on one machine are still an error
+    with pytest.raises(ValueError, match="two records for seed 0 of scratch at depth 0 on one"):
+        results.transfer_depths(recs + [run(0, 0.5, None, epyc, method="scratch")], "acc", 5)
