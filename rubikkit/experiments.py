@@ -87,6 +87,7 @@ from rubikkit.results import (
     PUBLISHED,
     SETTING_KEYS,
     append_record,
+    device_key,
     method_label,
     seed_table,
     summarise,
@@ -1552,10 +1553,7 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
             ): r
             for r in rows
         }
-        # Records written before the singular was fixed say "1 torch threads".
-        devices = sorted(
-            {r["device"].replace(" 1 torch threads;", " 1 torch thread;") for r in recs}
-        )
+        devices = sorted({device_key(r["device"]) for r in recs})
         budgets = sorted(
             {(r["head"] == "proxy", r.get("epochs"), r.get("pretrain_epochs")) for r in recs},
             key=_budget_order,

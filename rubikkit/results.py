@@ -286,6 +286,12 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 GROUP_KEYS = ("dataset", "method", "variant", "backbone", "head", "label_fraction", "split")
 
 
+def device_key(device: str | None) -> str | None:
+    """A record's ``device`` as one machine is named by every record: records written before
+    the singular was fixed say ``"1 torch threads"``."""
+    return device.replace(" 1 torch threads;", " 1 torch thread;") if device else device
+
+
 def machine_name(device: str | None) -> str:
     """The machine of a record's ``device`` without its cores, threads, torch version and
     trademark signs: ``"cpu: AMD EPYC, 2 cores, 1 torch thread; torch 2.13.0+cpu"`` gives
@@ -569,10 +575,10 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
         mv = (r["method"], None if scratch else r.get("variant"))
         digest = r.get("init_digest") if len(weights.get(mv, ())) > 1 else None
         if scratch:
-            seeds = bases.setdefault(r.get("device"), {})
+            seeds = bases.setdefault(device_key(r.get("device")), {})
         else:
             seeds = cells.setdefault((*mv, digest, depth), {})
-            devices.setdefault((*mv, digest), set()).add(r.get("device"))
+            devices.setdefault((*mv, digest), set()).add(device_key(r.get("device")))
         if r["seed"] in seeds:
             raise ValueError(
                 f"records: two records for seed {r['seed']} of {method_label(*mv)} "
@@ -584,7 +590,7 @@ def transfer_depths(records: Iterable[dict], metric: str, n_stages: int) -> list
         raise ValueError(f"records: no scratch record with {metric!r}, the depth 0 of every curve")
     rank = {m: i for i, m in enumerate(METHODS)}
     pretrainings = sorted(
-        {k[:3] for k in cells if k[0] != "scratch"},
+        {k[:3] for k in cells},
         key=lambda k: (rank.get(k[0], len(rank)), k[1] or "", weights[k[:2]].get(k[2], 0)),
     )
     rows = []

@@ -353,6 +353,12 @@ def test_transfer_depths_reads_each_machines_runs_against_its_own_scratch():
         ValueError, match=r"rubik \[seed=1\] ran on 'cpu: AMD EPYC, .*' and 'cpu: Intel"
     ):
         results.transfer_depths(recs + mixed, "acc", 5)
+    # a record written before "1 torch thread" lost its plural names the same machine
+    older = [
+        run(s, v, "seed=1", epyc.replace("thread;", "threads;"), n=2)
+        for s, v in enumerate([0.6, 0.6])
+    ]
+    assert results.transfer_depths(recs + older, "acc", 5)[-1]["scratch_device"] == epyc
     # two scratch runs of one seed on one machine are still an error
     with pytest.raises(ValueError, match="two records for seed 0 of scratch at depth 0 on one"):
         results.transfer_depths(recs + [run(0, 0.5, None, epyc, method="scratch")], "acc", 5)
