@@ -330,8 +330,12 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
     nb = nbformat.read(path, as_version=4)
     tests = test_cells(nb)
     n_code = sum(1 for c in nb.cells if c.cell_type == "code")
-    with tempfile.TemporaryDirectory(prefix="rubikkit-check-") as tmp:
+    # nbval kills the kernel, so the notebook's own temporary files are kept apart (TMPDIR) and go
+    # with this folder.
+    with tempfile.TemporaryDirectory(prefix="rubikkit-check-", ignore_cleanup_errors=True) as tmp:
         xml_path = Path(tmp) / "report.xml"
+        kernel_tmp = Path(tmp) / "kernel-tmp"
+        kernel_tmp.mkdir()
         cmd = [
             sys.executable,
             "-m",
@@ -352,7 +356,12 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
         ]
         try:
             proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout, cwd=path.parent.resolve()
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                cwd=path.parent.resolve(),
+                env={**os.environ, "TMPDIR": str(kernel_tmp)},
             )
             returncode, log = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as exc:

@@ -247,5 +247,14 @@ def test_check_exit_code_zero_when_all_pass(tmp_path, capsys):
     assert "score: 1/1" in capsys.readouterr().out
 
 
+def test_checked_notebooks_temporary_files_go_with_the_check(tmp_path):
+    probe = tmp_path / "probe.txt"
+    src = f"import tempfile\nopen({str(probe)!r}, 'w').write(tempfile.mkdtemp(prefix='runs-'))"
+    path = _write(tmp_path / "tmp.ipynb", _nb(new_code_cell(src), _test_cell("assert True")))
+    assert check(path).ok
+    left = Path(probe.read_text())
+    assert left.parent.name == "kernel-tmp" and not left.exists()
+
+
 def test_module_exports():
     assert set(assignments.__all__) <= set(dir(assignments))

@@ -1,8 +1,14 @@
-"""notebooks/conftest.py: a kernel that dies at start is started once more, not twice more."""
+"""notebooks/conftest.py: a kernel that dies at start is started once more, not twice more, and
+what the kernels leave in their temporary folder goes when pytest ends."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -44,3 +50,26 @@ def test_kernel_start_failures_propagate(monkeypatch, errors, expected, n_calls)
     with pytest.raises(expected):
         start(kernel_name="k")
     assert len(calls) == n_calls
+
+
+def test_kernels_temporary_files_go_when_pytest_ends(tmp_path):
+    """nbval kills its kernels, so a notebook's TemporaryDirectory is never cleaned by the kernel."""
+    nbformat = pytest.importorskip("nbformat")
+    shutil.copy(REPO / "notebooks" / "conftest.py", tmp_path / "conftest.py")
+    probe = tmp_path / "probe.txt"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import tempfile\n"
+            "keep = tempfile.TemporaryDirectory(prefix='runs-')\n"
+            f"open({str(probe)!r}, 'w').write(keep.name)"
+        )
+    ]
+    nbformat.write(nb, tmp_path / "probe.ipynb")
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--nbval-lax"]
+    cmd += ["--nbval-current-env", "-c", os.devnull, "--rootdir", str(tmp_path), "probe.ipynb"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    left = Path(probe.read_text())
+    assert left.parent.name.startswith("rubikkit-nbval-"), left
+    assert not left.exists() and not left.parent.exists()
