@@ -43,7 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         if not _module_exists(name):
             continue  # that part of the toolkit is not in this build
         importlib.import_module(name).register(sub)
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    # argparse takes a prefix of an option for the option: ``finetune --checkpoint x.pt`` was read
+    # as --checkpoint-every and failed with "expected a positive integer". Options are spelled
+    # out, so a mistyped one is reported as unrecognised.
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2304,8 +2304,10 @@ def write_page(page_path, body: str) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text, encoding="utf-8")
+    from rubikkit.data.io import atomic_path
+
+    with atomic_path(p) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -2367,6 +2369,21 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_table(args) -> int:
+    # A mistyped records file or an unmatched glob must not render a page without its tables.
+    missing = [str(p) for p in args.records if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FileNotFoundError(f"RECORDS: no records file {missing[0]}{more}")
+    if not Path(args.configs).is_dir():
+        if not args.records:
+            raise FileNotFoundError(
+                f"--configs: no folder {args.configs}, and no RECORDS given: nothing to render"
+            )
+        print(
+            f"warning: --configs: no folder {args.configs}; the tables show the records only, "
+            "without the configs' planned grids and published rows",
+            file=sys.stderr,
+        )
     body = render_page(
         args.records,
         config_dir=args.configs,

@@ -1002,6 +1002,27 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "seeds: expected" in capsys.readouterr().err
 
 
+def test_cli_table_names_a_missing_records_file_and_configs_folder(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    page.write_text("# Results\n")
+    configs = ["--configs", str(REPO / "experiments")]
+    typo = tmp_path / "adrenal28.jsonl"
+    assert cli_main(["experiment", "table", str(typo), *configs, "--write", str(page)]) == 2
+    assert f"RECORDS: no records file {typo}" in capsys.readouterr().err
+    assert page.read_text() == "# Results\n"
+    nowhere = str(tmp_path / "experiments")
+    assert cli_main(["experiment", "table", "--configs", nowhere]) == 2
+    assert f"--configs: no folder {nowhere}, and no RECORDS given" in capsys.readouterr().err
+    rec = dict(dataset="d", method="scratch", backbone="vgg3d", head="classify", seed=0,
+               label_fraction=1.0, split="test", metrics={"auc": 0.5}, epochs=1, commit="c",
+               device="cpu", wall_s=1.0)  # fmt: skip
+    records = tmp_path / "tiny.jsonl"
+    records.write_text(json.dumps(rec) + "\n")
+    assert cli_main(["experiment", "table", str(records), "--configs", nowhere]) == 0
+    out, err = capsys.readouterr()
+    assert "### tiny" in out and f"warning: --configs: no folder {nowhere}" in err
+
+
 def test_tiny_run_appends_records_and_rerun_skips(tmp_path):
     cfg = validate_config(_cfg())
     kw = dict(

@@ -268,6 +268,23 @@ def test_cli_rejects_bad_values(capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "unknown"),
+    [
+        (["finetune", "--init", "scratch", *DATA, "--out", "x", "--checkpoint", "a.pt"],
+         "--checkpoint a.pt"),
+        (["experiment", "table", "--config", "experiments"], "--config"),
+        (["assignments", "check", "n.ipynb", "--verb"], "--verb"),
+    ],
+    ids=["finetune", "experiment", "assignments"],
+)  # fmt: skip
+def test_an_option_is_never_taken_for_a_longer_one(capsys, argv, unknown):
+    # With argparse's default, --checkpoint was read as --checkpoint-every.
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
 def test_a_partial_transfer_starts_its_deeper_stages_as_scratch_does(pretrained, capsys):
     # With a vanishing rate the fine-tuned weights are the starting ones (to ~1e-12), so best.pt
     # shows where each stage started: the pre-training's or the scratch run's of the same seed.
