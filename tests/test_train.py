@@ -213,6 +213,9 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a rubikkit checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "notes.pt").write_text("junk\n")
+    with pytest.raises(ValueError, match=r"notes.pt as a weights-only checkpoint \(a torch.save "):
+        load_checkpoint(tmp_path / "notes.pt")
 
 
 def test_failed_save_leaves_old_checkpoint_intact(tmp_path, monkeypatch):

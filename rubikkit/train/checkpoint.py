@@ -94,7 +94,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", name: str = "ch
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unreadable or unsafe pickle, reported uniformly
-        raise ValueError(f"{name}: cannot read {path} as a weights-only checkpoint: {exc}") from exc
+        # torch's own message can be as bare as a number (KeyError: 174812789 for a text file).
+        raise ValueError(
+            f"{name}: cannot read {path} as a weights-only checkpoint (a torch.save file, such as "
+            f"a run's best.pt): {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{name}: {path} is not a rubikkit checkpoint (no 'model' entry)")
     return state
