@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -150,11 +152,15 @@ def test_data_root_and_missing_dataset_messages(tmp_path, monkeypatch):
     monkeypatch.setenv("RUBIKKIT_DATA", str(tmp_path))
     assert data_root() == tmp_path
     assert resolve_path("lidc") == tmp_path / "lidc"
-    with pytest.raises(FileNotFoundError, match="data_scripts/lidc_nodules.py"):
+    lidc = tmp_path / "lidc"
+    with pytest.raises(
+        FileNotFoundError,
+        match=re.escape(f"`python data_scripts/lidc_nodules.py --dest {lidc}`.") + "$",
+    ):
         open_dataset("lidc:lidc")
     with pytest.raises(FileNotFoundError, match="data_scripts/brats.py"):
         open_dataset("brats:brats")
-    with pytest.raises(FileNotFoundError, match="data_scripts/phantoms.py"):
+    with pytest.raises(FileNotFoundError, match="own NIfTI files there, or .*`[.]$"):
         open_dataset("nifti:mine")
     with pytest.raises(FileNotFoundError, match="data_scripts/medmnist3d.py --flag adrenal"):
         open_dataset("medmnist3d:adrenal")

@@ -27,9 +27,11 @@ __all__ = ["SCHEMES", "data_root", "open_dataset", "parse_spec", "parse_value", 
 
 SCHEMES = ("phantoms", "medmnist3d", "lidc", "brats", "nifti")
 _HOW_TO_GET = {
-    "lidc": "python data_scripts/lidc_nodules.py --dest {path}",
-    "brats": "python data_scripts/brats.py --source YOUR_BRATS_FOLDER_OR_ARCHIVE --dest {path}",
-    "nifti": "python data_scripts/phantoms.py --dest {path} (a phantom folder), or your own NIfTIs",
+    "lidc": "Get it with `python data_scripts/lidc_nodules.py --dest {path}`.",
+    "brats": "Get it with `python data_scripts/brats.py --source YOUR_BRATS_FOLDER_OR_ARCHIVE "
+    "--dest {path}`.",
+    "nifti": "Put your own NIfTI files there, or write phantoms there with "
+    "`python data_scripts/phantoms.py --dest {path}`.",
 }
 
 
@@ -118,7 +120,7 @@ def open_dataset(spec: str, split: str = "train", **options):
     path = resolve_path(arg)
     if not path.exists():
         how = _HOW_TO_GET[scheme].format(path=path)
-        raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. Get it with `{how}`.")
+        raise FileNotFoundError(f"spec: {spec!r}: {path} does not exist. {how}")
     return cls(path, split=split, **opts)
 
 
