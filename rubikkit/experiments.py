@@ -1667,7 +1667,10 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
     None for a setting that meets nothing; the base is compared at the same backbone, head and
     label fraction, by :func:`_compare_seeds` with ``words``. Settings in label order.
     """
+    from rubikkit.results import machine_name
+
     by_key: dict[tuple, dict[int, dict]] = {}
+    machines: dict[tuple, set[str]] = {}
     for r in records:
         if r.get("head") == "proxy":
             continue
@@ -1675,6 +1678,8 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
         key = (r["method"], r.get("variant") or None, r.get("transfer_stages"))
         key += (r["backbone"], r["head"], r["label_fraction"])
         by_key.setdefault(key, {})[r["seed"]] = r["metrics"]
+        if r.get("device"):
+            machines.setdefault(key, set()).add(machine_name(r["device"]))
     lines = []
 
     def order(item):  # by label, a full transfer before the partial ones
@@ -1686,14 +1691,23 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
         if against is None:
             continue
         # scratch transfers nothing; a configured pre-training is met at the same transfer
-        base = by_key.get((*against, None if against[0] == "scratch" else n, bb, head, lf))
+        base_key = (*against, None if against[0] == "scratch" else n, bb, head, lf)
+        base = by_key.get(base_key)
         if base is None:
             continue
         label = method_label(method, variant) + (f" (first {n} stages)" if n is not None else "")
+        # A seed pairs runs of one machine: on another CPU a fine-tuning rounds otherwise.
+        ours, theirs = machines.get((method, variant, n, bb, head, lf)), machines.get(base_key)
+        across = ""
+        if ours and theirs and ours != theirs:
+            across = (
+                f"; paired across machines ({', '.join(sorted(ours))} against "
+                f"{', '.join(sorted(theirs))})"
+            )
         for m in metrics:
             text = _compare_seeds(runs, base, m, words, method_label(*against))
             if text is not None:
-                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}")
+                lines.append(f"{label} ({bb}, {head}, {_share_of_labels(lf)}), {m}: {text}{across}")
     return lines
 
 
@@ -1746,6 +1760,11 @@ def _paired_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tup
     return mean - half, mean + half
 
 
+def _stages_text(n: int | None) -> str:
+    # A partial transfer's depth where a line names its setting ("" for a full transfer).
+    return "" if n is None else f", first {n} stages"
+
+
 def _repeated_variant(v: dict, variants: list[dict]):
     """The pre-training a seed variant repeats: None (the configured one), the name of the variant
     with the same settings but the seed, or False when there is none."""
@@ -1788,15 +1807,17 @@ def pretraining_seeds(records: list[dict], cfg: dict | None, metrics) -> list[st
                 if r["head"] == "proxy":
                     proxy[side] = r["metrics"]
                     continue
-                key = (r["backbone"], r["head"], r["label_fraction"])
+                # as in _verdicts, a partial transfer is a setting of its own
+                key = (r["backbone"], r["head"], r["label_fraction"], r.get("transfer_stages"))
                 by_setting.setdefault(key, {"repeat": {}, "configured": {}})[side][r["seed"]] = r[
                     "metrics"
                 ]
-            for (bb, head, lf), sides in sorted(by_setting.items(), key=str):
+            for (bb, head, lf, n), sides in sorted(by_setting.items(), key=str):
                 if not sides["repeat"] or not sides["configured"]:
                     continue
                 where = (
-                    f"{label} against {base_label} ({seeds}; {bb}, {head}, {_share_of_labels(lf)})"
+                    f"{label} against {base_label} ({seeds}; {bb}, {head}, "
+                    f"{_share_of_labels(lf)}{_stages_text(n)})"
                 )
                 for m in metrics:
                     if m in _PROXY_METRICS:
@@ -1848,17 +1869,19 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
         groups += [(method, seeds) for seeds in by_base.values()]
     for method, seeds in groups:
         base = next(iter(seeds))
-        runs: dict[tuple, dict] = {}  # (bb, head, lf) -> {variant: {ft seed: metrics}}
+        runs: dict[tuple, dict] = {}  # (bb, head, lf, stages) -> {variant: {ft seed: metrics}}
+        scratch_runs: dict[tuple, dict] = {}  # (bb, head, lf) -> {ft seed: metrics}
         for r in records:
             if r["head"] == "proxy":
                 continue
             key = (r["backbone"], r["head"], r["label_fraction"])
             if r["method"] == "scratch" and not r.get("variant"):
-                runs.setdefault(key, {}).setdefault("scratch", {})[r["seed"]] = r["metrics"]
+                scratch_runs.setdefault(key, {})[r["seed"]] = r["metrics"]
             elif r["method"] == method and r.get("variant") in seeds:
+                key += (r.get("transfer_stages"),)  # each depth of a partial transfer apart
                 runs.setdefault(key, {}).setdefault(r.get("variant"), {})[r["seed"]] = r["metrics"]
-        for (bb, head, lf), sides in sorted(runs.items(), key=str):
-            scratch = sides.pop("scratch", {})
+        for (bb, head, lf, n), sides in sorted(runs.items(), key=str):
+            scratch = scratch_runs.get((bb, head, lf), {})
             for m in metrics:
                 if m in _PROXY_METRICS:
                     continue
@@ -1876,7 +1899,8 @@ def pooled_pretrainings(records: list[dict], cfg: dict | None, metrics) -> list[
                 where = (
                     f"{method_label(method, base)} over {len(order)} pre-trainings (seeds "
                     f"{', '.join(str(seeds[v]) for v in order)}; {bb}, {head}, "
-                    f"{_share_of_labels(lf)}, fine-tuning seeds {', '.join(map(str, common))})"
+                    f"{_share_of_labels(lf)}{_stages_text(n)}, fine-tuning seeds "
+                    f"{', '.join(map(str, common))})"
                 )
                 noise = within / len(common) ** 0.5
                 text = (

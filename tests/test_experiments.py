@@ -293,6 +293,26 @@ def test_verdicts_keep_a_partial_transfer_apart_from_the_full_one():
     assert line.startswith("rubik [epochs=100] (first 4 stages)") and "vs 0.550" in line
 
 
+def test_a_comparison_across_machines_says_so():
+    xeon = "cpu: Intel(R) Xeon(R) Processor, 2 cores, 1 torch thread; torch 2.13.0+cpu"
+    epyc = "cpu: AMD EPYC, 2 cores, 1 torch thread; torch 2.13.0+cpu"
+
+    def rec(method, variant, seed, dice, device):
+        return dict(method=method, variant=variant, backbone="vgg3d", head="unet", seed=seed,
+                    label_fraction=0.1, metrics={"dice": dice}, device=device)  # fmt: skip
+
+    records = [rec("scratch", None, s, 0.6 + s / 100, xeon) for s in range(3)]
+    records += [rec("rubik", None, s, 0.6, xeon) for s in range(3)]
+    records += [rec("rubik", "seed=1", s, 0.6, epyc) for s in range(3)]
+    lines = against_scratch(records, ["dice"])
+    [same] = [line for line in lines if line.startswith("rubik (")]
+    [across] = [line for line in lines if line.startswith("rubik [seed=1]")]
+    assert "machines" not in same
+    assert across.endswith("; paired across machines (AMD EPYC against Intel Xeon Processor)")
+    (line,) = against_configured(records, ["dice"])
+    assert line.endswith("(AMD EPYC against Intel Xeon Processor)")
+
+
 def test_grid_order_and_ids():
     cfg = validate_config(_cfg(seeds=[0, 1], finetune__label_fractions=[0.5, 1.0]))
     plan = plan_grid(cfg)
@@ -819,6 +839,34 @@ def test_a_seed_variant_of_a_lever_is_read_against_that_lever():
     [pooled] = pooled_pretrainings(records, cfg, ["auc"])
     assert pooled.startswith("rubik [n_perms=10] over 2 pre-trainings (seeds 0, 1;")
     assert "pre-training means 0.733, 0.693" in pooled
+
+
+def test_pretraining_seeds_and_pools_keep_each_depth_of_a_partial_transfer_apart():
+    # Before, one run per (pre-training, fine-tuning seed) was kept, the last depth read.
+    cfg = validate_config(_cfg(pretrain__seed=0, pretrain__variants={"rubik": [{"seed": 1}]}))
+
+    def rec(method, variant, seed, dice, stages):
+        return dict(method=method, variant=variant, backbone="vgg3d", head="unet", seed=seed,
+                    label_fraction=0.1, metrics={"dice": dice}, transfer_stages=stages)  # fmt: skip
+
+    records = [rec("scratch", None, s, 0.60 + s / 100, None) for s in range(3)]
+    for n, base in ((2, 0.70), (3, 0.50)):
+        records += [rec("rubik", None, s, base + s / 100, n) for s in range(3)]
+        records += [rec("rubik", "seed=1", s, base + 0.02 + s / 100, n) for s in range(3)]
+    lines = pretraining_seeds(records, cfg, ["dice"])
+    assert [line.split(", dice:")[0] for line in lines] == [
+        f"rubik [seed=1] against rubik (pre-training seed 1 vs 0; vgg3d, unet, 0.1 of the labels, "
+        f"first {n} stages)"
+        for n in (2, 3)
+    ]
+    assert all("+0.020 (" in line and "by +0.020 ± 0.000" in line for line in lines)
+    pooled = pooled_pretrainings(records, cfg, ["dice"])
+    assert [p.split(", fine-tuning seeds")[0].rsplit(", ", 1)[1] for p in pooled] == [
+        "first 2 stages",
+        "first 3 stages",
+    ]
+    # scratch (no depth) meets every depth: +0.11 at 2 stages, -0.09 at 3
+    assert "against scratch: +0.110 (" in pooled[0] and "against scratch: -0.090 (" in pooled[1]
 
 
 def test_diagnose_flags_saturated_proxies_and_collapsed_heads():
