@@ -88,6 +88,7 @@ from rubikkit.results import (
     SETTING_KEYS,
     append_record,
     device_key,
+    machine_name,
     method_label,
     seed_table,
     summarise,
@@ -1667,8 +1668,6 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
     None for a setting that meets nothing; the base is compared at the same backbone, head and
     label fraction, by :func:`_compare_seeds` with ``words``. Settings in label order.
     """
-    from rubikkit.results import machine_name
-
     by_key: dict[tuple, dict[int, dict]] = {}
     machines: dict[tuple, set[str]] = {}
     for r in records:
