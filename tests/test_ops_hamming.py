@@ -89,6 +89,9 @@ def test_pairwise_hamming_known_answer():
         ({"k": 0}, ValueError, "k: must be >= 1"),
         ({"k": True}, TypeError, "k"),
         ({"n_cubes": 3, "k": 7}, ValueError, "k: only 6 candidate"),
+        # beyond 9 cubes the pool limits k, and the message must say so (it said "only 100
+        # candidate permutations of 10 cubes", as if 10! were 100)
+        ({"n_cubes": 10, "k": 200, "pool_size": 100}, ValueError, r"pool_size = 100\), asked 200"),
         ({"method": "max_sum"}, ValueError, "method"),
         ({"seed": -1}, ValueError, "seed"),
         ({"seed": "zero"}, TypeError, "seed"),

@@ -373,6 +373,9 @@ def _replace(args, **kw):
         ({"rots": np.zeros((2, 7), int)}, ValueError, "rots: expected shape"),
         ({"rots": np.zeros((1, 8), int)}, ValueError, "rots: expected shape"),
         ({"rots": np.zeros((2, 8), bool)}, TypeError, "rots: expected an integer"),
+        # uint64 beyond int64 used to wrap to negatives quoted in the message ("row 0 = [-9...")
+        ({"perms": np.full((2, 8), 2**63 + 1, np.uint64)}, ValueError, "perms: values must fit"),
+        ({"origins": np.full((2, 8, 3), 2**64 - 1, np.uint64)}, ValueError, "origins: values must"),
     ],
 )
 @pytest.mark.parametrize("checks", ["compiled", "python"])

@@ -288,6 +288,9 @@ def test_torch_tensor_input():
         ({"start_label": -1}, "start_label"),
         ({"sigma": (1, 1)}, "sigma"),
         ({"max_size_factor": 0}, "max_size_factor"),
+        # int32 labels: 2**31 - 8 plus 512 voxels used to wrap to negative labels
+        ({"start_label": 2**31 - 8}, "start_label"),
+        ({"start_label": 2**40}, "start_label"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, match):
@@ -309,6 +312,44 @@ def test_bad_types_raise_type_error():
         slic3d(np.zeros((4, 4, 4), np.complex64), 8)
     with pytest.raises(TypeError, match="^n_segments"):
         slic3d(np.zeros((4, 4, 4)), 8.5)
+    for spacing in ("abc", (1, "a", 2)):  # was numpy's "could not convert string to float"
+        with pytest.raises(TypeError, match="^spacing"):
+            slic3d(np.zeros((4, 4, 4)), 8, spacing=spacing)
+
+
+def test_huge_size_factors_change_nothing():
+    # A component has at most D*H*W voxels; larger limits used to overflow int64 in numba or ask
+    # for a queue of max_size entries (MemoryError).
+    vol = np.random.default_rng(0).random((8, 8, 8))
+    plain = slic3d(vol, 8, min_size_factor=100, max_size_factor=100)
+    for factor in (1e12, 1e30):
+        np.testing.assert_array_equal(
+            slic3d(vol, 8, min_size_factor=factor, max_size_factor=factor), plain
+        )
+
+
+def test_bfloat16_tensors_are_read_as_float32():
+    torch = pytest.importorskip("torch")
+    vol = torch.rand(8, 8, 8).bfloat16()
+    exact = vol.float().numpy()  # every bfloat16 is a float32
+    np.testing.assert_array_equal(slic3d(vol, 8), slic3d(exact, 8))
+    labels = slic3d(exact, 8)
+    np.testing.assert_array_equal(supervoxel_stats(vol, labels)["mean"],
+                                  supervoxel_stats(exact, labels)["mean"])  # fmt: skip
+    np.testing.assert_array_equal(crop_subvolumes(vol, [[1, 2, 3]], 3),
+                                  crop_subvolumes(exact, [[1, 2, 3]], 3))  # fmt: skip
+    np.testing.assert_array_equal(body_mask(vol), body_mask(exact))
+
+
+def test_grid_steps_bad_arguments():
+    with pytest.raises(ValueError, match="^n_points"):  # was ZeroDivisionError
+        grid_steps((8, 8, 8), 0)
+    with pytest.raises(TypeError, match="^n_points"):
+        grid_steps((8, 8, 8), 2.5)
+    with pytest.raises(ValueError, match="^shape"):  # was a numpy broadcasting error
+        grid_steps((8, 8), 4)
+    with pytest.raises(ValueError, match="^shape"):
+        grid_steps((8, 0, 8), 4)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,6 +481,20 @@ def test_crop_bad_input():
     with pytest.raises(ValueError, match="^volume"):
         crop_subvolumes(np.zeros((6, 6)), [[1, 2, 3]], 3)
     assert crop_subvolumes(vol, np.zeros((0, 3), int), 3).shape == (0, 3, 3, 3)
+    with pytest.raises(ValueError, match="^pad_value"):  # was silently inf
+        crop_subvolumes(vol.astype(np.float16), [[1, 2, 3]], 3, pad_value=1e6)
+    with pytest.raises(ValueError, match="^pad_value"):
+        crop_subvolumes(vol.astype(np.float32), [[1, 2, 3]], 3, pad_value=1e300)
+
+
+def test_crops_far_outside_are_padding():
+    # start * itemsize used to wrap around int64, so these crops held voxels of the volume.
+    vol = np.arange(1, 1 + 8**3, dtype=np.float32).reshape(8, 8, 8)
+    big, top = 2**62, np.iinfo(np.int64).max
+    centres = [[0, 0, big], [0, 0, big + 1], [0, 0, -big], [0, 0, top], [0, 0, -top - 1]]
+    assert not crop_subvolumes(vol, centres, 3).any()
+    far = np.array([[0, 0, 2**64 - 1]], np.uint64)  # cast to int64 it was -1, next to the volume
+    assert not crop_subvolumes(vol, far, 3).any()
 
 
 def test_candidates_feed_crops():
@@ -469,6 +524,18 @@ def test_metrics_known_answers():
     assert boundary_recall(shifted, truth, tolerance=1) == 1.0
     assert boundary_recall(shifted, truth, tolerance=0) == 0.5
     assert asa(shifted, truth) == 0.75
+
+
+def test_metrics_and_body_mask_bad_input():
+    empty = np.zeros((0, 4, 4), np.int64)
+    for metric in (asa, undersegmentation_error):  # was "zero-size array to reduction ..."
+        with pytest.raises(ValueError, match="^labels: is empty"):
+            metric(empty, empty)
+    huge = np.full((2, 2, 2), 2**63 + 1, np.uint64)  # was returned as negative label values
+    with pytest.raises(ValueError, match="^labels: values must fit in int64"):
+        supervoxel_stats(np.zeros((2, 2, 2)), huge)
+    with pytest.raises(TypeError, match="^channel"):  # was an IndexError from numpy
+        body_mask(np.zeros((4, 4, 4)), channel=0.5)
 
 
 def test_same_labels_for_any_thread_count():

@@ -100,6 +100,13 @@ def test_registry_and_config_round_trip():
         ("cpc3d", {"axis": 3}, "axis"),
         ("tcpc", {"n_candidates": 0}, "n_candidates"),
         ("tcpc", {"compactness": -1.0}, "compactness"),
+        # found in review: each failed late, obscurely, or named another argument
+        ("rubik", {"beta": -1.0}, "^beta"),  # the message named alpha
+        ("rubik", {"alpha": math.nan}, "^alpha"),  # accepted; every loss was NaN
+        ("rubik", {"n_perms": 50_000}, "^n_perms: only 40320"),  # raised at the first batch
+        ("jigsaw3d", {"n_perms": 500, "pool_size": 100}, "^n_perms"),
+        ("tcpc", {"compactness": math.inf}, "^compactness"),  # raised in prepare()
+        ("tcpc", {"compactness": "a"}, "^compactness"),  # "could not convert string to float"
     ],
 )
 def test_option_errors(name, kwargs, match):
@@ -359,6 +366,57 @@ def test_grid_candidates_known_answer():
     c = grid_candidates(v, 3)
     assert c.shape == (3, 3)
     assert tuple(c[0]) == (14, 2, 10) and tuple(c[1]) == (2, 6, 6)
+
+
+def test_negative_seed_names_the_generator():
+    with pytest.raises(ValueError, match="^generator: a seed must be >= 0"):
+        get_task("rubik", **SMALL["rubik"]).build_batch(anatomy(1, (8, 8, 8)), -1)
+
+
+def test_grid_candidates_bad_arguments():
+    v = np.zeros((8, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="^k"):  # k = 0 or -1 gave an empty list
+        grid_candidates(v, 0)
+    with pytest.raises(ValueError, match="^grid"):  # was ZeroDivisionError
+        grid_candidates(v, 2, grid=0)
+    with pytest.raises(ValueError, match="^volume: is empty"):
+        grid_candidates(np.zeros((0, 8, 8)), 2)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_tcpc_candidates_refuse_nan_and_inf(bad):
+    # NaN made the min-max rescaling give a blank volume, so SLIC's candidates were made up
+    task = get_task("tcpc", **SMALL["tcpc"])
+    v = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+    v[3, 4, 5] = bad
+    with pytest.raises(ValueError, match="^volume: contains NaN or inf"):
+        task.compute_candidates(v)
+
+
+@needs_slic
+def test_tcpc_candidates_of_a_bfloat16_volume():
+    task = get_task("tcpc", n_segments=8, n_candidates=2, **SMALL["tcpc"])
+    v = _blob_volumes(1, shape=(20, 20, 20))[0].bfloat16()  # was torch's "unsupported ScalarType"
+    np.testing.assert_array_equal(task.compute_candidates(v), task.compute_candidates(v.float()))
+
+
+def test_tcpc_negative_index_is_out_of_range():
+    task = get_task("tcpc", **SMALL["tcpc"])
+    x = anatomy(2, (16, 24, 24))
+    ids = with_grid_candidates(task, x)
+    task.prepare([{"image": v, "id": i} for v, i in zip(x, ids)])  # cached: no SLIC
+    model = task.build_model(build_backbone("vgg3d", 1, widths=[4]))
+    with pytest.raises(ValueError, match="^index: .* out of range"):  # -1 read the last item
+        task.step(model, x, gen(), index=[-1, 0])
+
+
+def test_ceiling_of_flipped_and_bfloat16_volumes():
+    task = get_task("rubik", **SMALL["rubik"])
+    x = anatomy(2, (16, 16, 16))
+    want = task.ceiling(x)
+    # np.flip over the size-1 channel axis leaves a negative stride torch refused
+    assert task.ceiling(np.flip(x.numpy(), 1)) == want
+    assert task.ceiling(x.bfloat16()) == task.ceiling(x.bfloat16().float())
 
 
 def test_tcpc_index_rules():

@@ -58,4 +58,7 @@ def int_array(value, name: str, ndim) -> np.ndarray:
     if arr.ndim not in allowed:
         want = " or ".join(str(n) for n in allowed)
         raise ValueError(f"{name}: expected {want} dimensions, got shape {arr.shape}")
+    if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        # the int64 cast below would wrap them to negatives, which later messages would quote
+        raise ValueError(f"{name}: values must fit in int64, got {int(arr.max())}")
     return np.ascontiguousarray(arr, dtype=np.int64)

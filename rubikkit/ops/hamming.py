@@ -1,7 +1,7 @@
 """Permutation sets with large Hamming distances, and sampling from them.
 
 Cube ordering is a classification over a fixed set of ``k`` permutations (Zhuang et al., MICCAI
-2019, Sec. 2.2, following the jigsaw puzzle of Noroozi & Favaro, ECCV 2016). Two permutations that
+2019, Sec. 2.1.3, following the jigsaw puzzle of Noroozi & Favaro, ECCV 2016). Two permutations that
 differ in few positions are nearly the same puzzle, so the set is chosen greedily to keep its
 members far apart in Hamming distance (number of positions where two permutations differ);
 Noroozi & Favaro, Algorithm 1:
@@ -39,7 +39,7 @@ def _all_permutations(n: int) -> np.ndarray:
 def _random_pool(n: int, size: int, gen: np.random.Generator) -> np.ndarray:
     keys = gen.random((size, n))
     pool = np.argsort(keys, axis=1).astype(np.int8)
-    return np.unique(pool, axis=0)  # distinct rows (duplicates are astronomically rare)
+    return np.unique(pool, axis=0)  # distinct rows (for 10 cubes a 100_000 pool repeats ~1 %)
 
 
 def hamming_permutations(
@@ -62,7 +62,8 @@ def hamming_permutations(
     seed : int
         Seeds the first pick and the tie-breaking; the result is a function of the arguments.
     pool_size : int
-        Number of random candidates when ``n_cubes > 9`` (ignored otherwise).
+        Number of random candidates when ``n_cubes > 9`` (ignored otherwise); repeats are
+        dropped, and ``k`` may not exceed the distinct ones.
 
     Returns
     -------
@@ -85,8 +86,16 @@ def hamming_permutations(
     else:
         cands = _random_pool(n_cubes, pool_size, gen)
     if k > len(cands):
-        total = math.factorial(n_cubes) if n_cubes <= MAX_ENUMERATED else len(cands)
-        raise ValueError(f"k: only {total} candidate permutations of {n_cubes} cubes, asked {k}")
+        if n_cubes <= MAX_ENUMERATED:
+            raise ValueError(
+                f"k: only {math.factorial(n_cubes)} candidate permutations of {n_cubes} cubes, "
+                f"asked {k}"
+            )
+        # The pool is what limits k here, not n!: say so, or a user looks for a bug in n_cubes.
+        raise ValueError(
+            f"k: the random pool holds only {len(cands)} distinct permutations of {n_cubes} "
+            f"cubes (pool_size = {pool_size}), asked {k}; raise pool_size"
+        )
     # A seeded shuffle makes ties (there are many) break differently per seed but reproducibly.
     cands = cands[gen.permutation(len(cands))]
 
@@ -160,7 +169,7 @@ def sample_rotations(batch: int, n_cubes: int, codes=(0, 1, 2, 3), rng=None) -> 
 
     With the default all four codes are equally likely, i.e. each cube is rotated horizontally
     with probability 1/2 and, independently, vertically with probability 1/2 (the paper's two
-    binary targets, Sec. 2.2). ``codes=(0,)`` gives the ordering-only task.
+    binary targets, Sec. 2.1.4). ``codes=(0,)`` gives the ordering-only task.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """The Rubik's cube puzzle op: validate, then run the one kernel that fits the input.
 
 :func:`puzzle` cuts ``M`` cubes out of every volume, rearranges them and rotates each (Zhuang et
-al., MICCAI 2019, Sec. 2.2; the plain definition is :mod:`rubikkit.ops.reference`).
+al., MICCAI 2019, Sec. 2.1; the plain definition is :mod:`rubikkit.ops.reference`).
 :func:`unpuzzle` puts them back. This module is the single place that decides which code runs
 (:func:`backend_for`):
 
@@ -211,7 +211,7 @@ def puzzle(volumes, origins, cube_size, perms, rots=None, *, out=None):
 
     Slot ``m`` of sample ``b`` receives the cube of cell ``perms[b, m]``, cut at
     ``origins[b, perms[b, m]]``, then rotated by ``rots[b, m]`` (Zhuang et al., MICCAI 2019,
-    Sec. 2.2). Rotation codes: 0 none; 1 horizontal, 180 degrees in the (H, W) plane (reverse H
+    Sec. 2.1). Rotation codes: 0 none; 1 horizontal, 180 degrees in the (H, W) plane (reverse H
     and W); 2 vertical, 180 degrees in the (D, H) plane (reverse D and H); 3 both (reverse D and
     W). See :mod:`rubikkit.ops.reference` for the plain definition.
 

@@ -5,7 +5,7 @@ walks through. It does no argument checking: :func:`rubikkit.ops.puzzle` validat
 calls a compiled kernel, or this code when no kernel is built. :func:`layout_error` spells out the
 checks of a layout's values, which the compiled module makes in one pass.
 
-The puzzle (Zhuang et al., MICCAI 2019, Sec. 2.2) has three steps for every sample ``b``:
+The puzzle (Zhuang et al., MICCAI 2019, Sec. 2.1) has three steps for every sample ``b``:
 
 1. **Cut**: the volume is split into a grid of ``M`` cells; cell ``k`` holds one cube of size
    ``(d, h, w)`` whose corner is ``origins[b, k] = (d0, h0, w0)`` (see

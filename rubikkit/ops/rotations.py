@@ -1,6 +1,6 @@
 """The four cube rotations of Rubik's cube recovery and their algebra.
 
-Zhuang et al. (MICCAI 2019, Sec. 2.2, "cube rotation") allow only two rotations of a cube, each by
+Zhuang et al. (MICCAI 2019, Sec. 2.1.4, "cube orientation") allow only two rotations of a cube, each by
 180 degrees: *horizontal* and *vertical*. Both may happen to the same cube, so a cube carries one of
 four rotation codes. With axis order (D, H, W) inside a cube:
 

@@ -36,7 +36,10 @@ _POLARITIES = ("bright", "dark", "both")
 
 def _to_numpy(value):
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor, maybe on a GPU
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # numpy has no bfloat16; float32 holds it exactly
+            value = value.float()
+        value = value.numpy()
     return np.asarray(value)
 
 
@@ -85,6 +88,9 @@ def _as_labels(labels, shape, name: str = "labels", allow_bool: bool = False) ->
         raise ValueError(f"{name}: expected a (D, H, W) array, got shape {lab.shape}")
     if lab.size and lab.min() < 0:
         raise ValueError(f"{name}: must be >= 0, got {lab.min()}")
+    if lab.dtype == np.uint64 and lab.size and lab.max() > np.iinfo(np.int64).max:
+        # the label values are returned as int64, which would wrap these to negatives
+        raise ValueError(f"{name}: values must fit in int64, got {int(lab.max())}")
     return lab
 
 
@@ -110,7 +116,12 @@ def _real(value, name: str, *, positive: bool = False, nonneg: bool = False) -> 
 
 
 def _triple(value, name: str, *, positive: bool) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
+    try:
+        arr = np.asarray(_to_numpy(value), dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}: expected a number or 3 numbers (d, h, w), got {value!r}"
+        ) from None
     if arr.shape != (3,):
         raise ValueError(f"{name}: expected a number or 3 numbers (d, h, w), got {value!r}")
     if not np.isfinite(arr).all():
@@ -138,7 +149,16 @@ def grid_steps(shape, n_points: int) -> tuple[np.ndarray, np.ndarray]:
     -------
     starts, steps : (3,) int64 arrays
     """
-    dims = np.asarray(shape, dtype=np.float64)
+    n_points = _positive_int(n_points, "n_points")
+    try:
+        dims_t = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape: expected 3 ints (D, H, W), got {shape!r}") from None
+    if len(dims_t) != 3 or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in dims_t
+    ):
+        raise ValueError(f"shape: expected 3 ints >= 1 (D, H, W), got {shape!r}")
+    dims = np.asarray(dims_t, dtype=np.float64)
     total = float(np.prod(dims))
     if total <= n_points:
         return np.zeros(3, np.int64), np.ones(3, np.int64)
@@ -258,7 +278,8 @@ def slic3d(
     min_size_factor, max_size_factor : float
         See ``enforce_connectivity``.
     start_label : int
-        First label (>= 0; >= 1 with a mask, since 0 marks the voxels outside it).
+        First label (>= 0; >= 1 with a mask, since 0 marks the voxels outside it). The labels
+        are int32, so ``start_label + D*H*W - 1`` must fit in it.
     mask : None or (D, H, W) bool array
         maskSLIC (Irving 2016): seeds are spread over the mask, supervoxels only cover it, and
         voxels outside it get label 0. Intensities are rescaled over the mask only.
@@ -289,13 +310,19 @@ def slic3d(
     n_ch, depth, height, width = vol.shape
     shape = (depth, height, width)
     n_segments = _positive_int(n_segments, "n_segments")
+    start_label = _positive_int(start_label, "start_label", minimum=0)
+    highest = int(np.iinfo(np.int32).max) - vol[0].size + 1  # int32 labels, up to one per voxel
+    if start_label > highest:
+        raise ValueError(
+            f"start_label: labels from {start_label} could overflow int32 (up to {vol[0].size} "
+            f"supervoxels); use start_label <= {highest}"
+        )
     compactness = _real(compactness, "compactness", positive=True)
     max_num_iter = _positive_int(max_num_iter, "max_num_iter")
     min_size_factor = _real(min_size_factor, "min_size_factor", nonneg=True)
     max_size_factor = _real(max_size_factor, "max_size_factor", positive=True)
     if not isinstance(enforce_connectivity, (bool, np.bool_)):
         raise TypeError(f"enforce_connectivity: expected a bool, got {enforce_connectivity!r}")
-    start_label = _positive_int(start_label, "start_label", minimum=0)
     if spacing is None:
         spacing_arr = np.ones(3)
     elif isinstance(spacing, numbers.Real) and not isinstance(spacing, bool):
@@ -354,8 +381,10 @@ def slic3d(
 
     if enforce_connectivity:
         segment_size = n_vox / n_seeds
-        min_size = int(min_size_factor * segment_size)
-        max_size = max(1, int(max_size_factor * segment_size))
+        # No component has more than n_vox voxels, so larger limits change nothing; capping them
+        # keeps them in int64 and the kernel's queue (max_size entries) within the volume's size.
+        min_size = int(min(min_size_factor * segment_size, n_vox + 1))
+        max_size = max(1, int(min(max_size_factor * segment_size, n_vox)))
         return K.enforce_connectivity(labels, min_size, max_size, start_label)
     return K.compact_labels(labels, n_seeds, start_label)
 
@@ -479,6 +508,8 @@ def body_mask(volume, threshold=None, channel: int = 0) -> np.ndarray:
     from scipy import ndimage
 
     vol, _ = _as_volume(volume)
+    if isinstance(channel, bool) or not isinstance(channel, numbers.Integral):
+        raise TypeError(f"channel: expected an int, got {type(channel).__name__}")
     if not 0 <= channel < vol.shape[0]:
         raise ValueError(f"channel: must be in [0, {vol.shape[0]}), got {channel}")
     v = np.asarray(vol[channel], dtype=np.float64)
@@ -633,7 +664,8 @@ def crop_subvolumes(volume, centres, size, pad_value=0.0) -> np.ndarray:
     Parameters
     ----------
     volume : (D, H, W) or (C, D, H, W) array
-        Any real dtype; the crops keep it.
+        Any real dtype; the crops keep it (a bfloat16 tensor gives float32 crops: numpy has no
+        bfloat16).
     centres : (N, 3) int array
         Centre voxels (d, h, w); they may lie outside the volume (the crop is then padding).
     size : int or 3 ints
@@ -663,7 +695,13 @@ def crop_subvolumes(volume, centres, size, pad_value=0.0) -> np.ndarray:
     n, n_ch = cen.shape[0], vol.shape[0]
     out = np.full((n, n_ch, *sz), pad, dtype=vol.dtype)
     if n:
-        starts = np.ascontiguousarray(cen.astype(np.int64) - np.asarray(sz) // 2)
+        # A centre farther than a crop from the volume gives pure padding wherever it is; pulling
+        # it in keeps the kernel's int64 byte offsets (start * itemsize) from wrapping around.
+        if cen.dtype.kind == "u":
+            cen = np.minimum(cen, np.uint64(np.iinfo(np.int64).max))
+        sz_a = np.asarray(sz, np.int64)
+        cen = np.clip(cen.astype(np.int64), -sz_a, np.asarray(vol.shape[1:], np.int64) + sz_a)
+        starts = np.ascontiguousarray(cen - sz_a // 2)
         src = np.ascontiguousarray(vol)
         item = src.dtype.itemsize
         src_b = src.view(np.uint8).reshape(n_ch, src.shape[1], src.shape[2], src.shape[3] * item)
@@ -705,7 +743,10 @@ def _pad_scalar(pad_value, dtype: np.dtype):
         if not (float(pad_value).is_integer() and info.min <= pad_value <= info.max):
             raise ValueError(f"pad_value: {pad_value!r} is not representable as {dtype}")
         return int(pad_value)
-    return float(pad_value)
+    value = float(pad_value)
+    if math.isfinite(value) and abs(value) > float(np.finfo(dtype).max):  # would become inf
+        raise ValueError(f"pad_value: {pad_value!r} is not representable as {dtype}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -715,6 +756,8 @@ def _pad_scalar(pad_value, dtype: np.dtype):
 def _contingency(labels, truth) -> tuple[np.ndarray, int]:
     lab = _as_labels(labels, None, "labels")
     gt = _as_labels(truth, lab.shape, "truth", allow_bool=True)
+    if lab.size == 0:
+        raise ValueError(f"labels: is empty (shape {lab.shape})")
     li, _ = _compact(lab)
     gi, gp = _compact(gt)
     ng = len(gp)

@@ -9,6 +9,7 @@ the loss and the proxy metrics. All randomness comes from the ``torch.Generator`
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -23,6 +24,15 @@ def check_int(value, name: str, low: int = 1) -> int:
     if value < low:
         raise ValueError(f"{name}: must be >= {low}, got {value}")
     return int(value)
+
+
+def check_weight(value, name: str) -> float:
+    """A finite float >= 0 (a loss weight) or ValueError/TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not (math.isfinite(float(value)) and float(value) >= 0):  # NaN would make the loss NaN
+        raise ValueError(f"{name}: loss weights must be finite and >= 0, got {value}")
+    return float(value)
 
 
 def check_fraction(value, name: str, low: float = 0.0, high: float = 1.0) -> float:
@@ -57,6 +67,8 @@ def numpy_rng(generator) -> np.random.Generator:
     if isinstance(generator, np.random.Generator):
         return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        if generator < 0:  # numpy's own message ("expected non-negative integer") names nothing
+            raise ValueError(f"generator: a seed must be >= 0, got {generator}")
         return np.random.default_rng(int(generator))
     raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
 

@@ -26,6 +26,7 @@ allows one of the two per cube); ``both_rotations=True`` adds 3 (both).
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -44,7 +45,15 @@ from rubikkit.ops import (
     sample_permutations,
     sample_rotations,
 )
-from rubikkit.tasks.base import ProxyTask, check_fraction, check_int, check_volumes, numpy_rng
+from rubikkit.ops.hamming import MAX_ENUMERATED
+from rubikkit.tasks.base import (
+    ProxyTask,
+    check_fraction,
+    check_int,
+    check_volumes,
+    check_weight,
+    numpy_rng,
+)
 
 DEFAULT_GAP = 0.125
 
@@ -138,15 +147,24 @@ class CubePuzzleTask(ProxyTask):
         self.perm_method = perm_method
         self.perm_seed = check_int(perm_seed, "perm_seed", 0)
         self.pool_size = check_int(pool_size, "pool_size", 1)
+        # The permutation set is built at the first batch; say now when it cannot be.
+        if self.n_cubes <= MAX_ENUMERATED and self.n_perms > math.factorial(self.n_cubes):
+            raise ValueError(
+                f"n_perms: only {math.factorial(self.n_cubes)} permutations of {self.n_cubes} "
+                f"cubes exist, asked {self.n_perms}"
+            )
+        if self.n_cubes > MAX_ENUMERATED and self.n_perms > self.pool_size:
+            raise ValueError(
+                f"n_perms: {self.n_perms} permutations cannot come from a pool of "
+                f"pool_size = {self.pool_size}"
+            )
         self.cube_size = _cube_option(cube_size)
         self.gap = check_fraction(gap, "gap")
         self.jitter = bool(jitter)
         self.rotation = bool(rotation)
         self.both_rotations = bool(both_rotations)
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        if self.alpha < 0 or self.beta < 0:
-            raise ValueError(f"alpha: loss weights must be >= 0, got alpha={alpha}, beta={beta}")
+        self.alpha = check_weight(alpha, "alpha")
+        self.beta = check_weight(beta, "beta")
         self.hidden = check_int(hidden, "hidden", 1)
         self.dropout = check_fraction(dropout, "dropout")
         values = {
@@ -467,10 +485,16 @@ class CubePuzzleTask(ProxyTask):
                 f"got shape {tuple(volumes.shape)}"
             )
         for i, vol in enumerate(volumes):
-            v = vol.detach().cpu().numpy() if isinstance(vol, torch.Tensor) else np.asarray(vol)
+            if isinstance(vol, torch.Tensor):
+                vol = vol.detach().cpu()
+                # numpy has no bfloat16; float32 holds it exactly, so equal cubes stay equal
+                v = (vol.float() if vol.dtype == torch.bfloat16 else vol).numpy()
+            else:
+                v = np.asarray(vol)
             if v.ndim != 4:
                 raise ValueError(f"volumes[{i}]: expected (C, D, H, W), got shape {v.shape}")
-            check_volumes(torch.from_numpy(np.ascontiguousarray(v[None])), self.min_volume_shape)
+            # a copy: torch refuses negative strides, which np.flip leaves even on size-1 axes
+            check_volumes(torch.from_numpy(v[None].copy()), self.min_volume_shape)
             cube = self.cube_for(v.shape)
             origins = cell_origins(v.shape[1:], self.grid, cube, jitter=False)
             yield [

@@ -1,4 +1,4 @@
-"""Task-related contrastive predictive coding (TCPC; Zhu et al., MICCAI 2020, Sec. 2).
+"""Task-related contrastive predictive coding (TCPC; Zhu et al., arXiv 2020, Sec. 2).
 
 1. Candidate lesions (Sec. 2.1): each volume is rescaled to [-1, 1] by its minimum and maximum,
    clustered into supervoxels by SLIC (:func:`rubikkit.slic.slic3d`), and the supervoxels most
@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import re
 import warnings
@@ -63,9 +65,13 @@ def grid_candidates(volume: np.ndarray, k: int, grid: int = FALLBACK_GRID) -> np
     centres : (k, 3) int64 array
         (d, h, w) centres, brightest cell first.
     """
+    k = check_int(k, "k", 1)
+    grid = check_int(grid, "grid", 1)
     v = np.asarray(volume, dtype=np.float64)
     if v.ndim != 3:
         raise ValueError(f"volume: expected (D, H, W), got shape {v.shape}")
+    if v.size == 0:
+        raise ValueError(f"volume: is empty (shape {v.shape})")
     edges = [np.linspace(0, s, min(grid, s) + 1).astype(np.int64) for s in v.shape]
     cells, scores = [], []
     for d0, d1 in zip(edges[0][:-1], edges[0][1:]):
@@ -138,7 +144,11 @@ class TCPCTask(ContrastiveCubeTask):
         n_segments = check_int(n_segments, "n_segments", 1)
         crop_jitter = check_int(crop_jitter, "crop_jitter", 0)
         n_candidates = check_int(n_candidates, "n_candidates", 1)
-        if compactness is not None and not float(compactness) > 0:
+        if compactness is not None and (
+            isinstance(compactness, bool)
+            or not isinstance(compactness, numbers.Real)
+            or not 0 < float(compactness) < math.inf
+        ):
             raise ValueError(f"compactness: expected a positive number, got {compactness!r}")
         if slic_options is not None and not isinstance(slic_options, dict):
             raise TypeError(f"slic_options: expected a dict, got {type(slic_options).__name__}")
@@ -195,12 +205,15 @@ class TCPCTask(ContrastiveCubeTask):
         """
         from rubikkit.slic import body_mask, lesion_candidates, slic3d
 
-        v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else volume
+        v = volume.detach().cpu().float().numpy() if isinstance(volume, torch.Tensor) else volume
         v = np.asarray(v, dtype=np.float32)
         if v.ndim == 4:
             v = v.mean(axis=0)
         if v.ndim != 3:
             raise ValueError(f"volume: expected (C, D, H, W) or (D, H, W), got shape {v.shape}")
+        # NaN made the min-max rescaling below give a blank volume, hence made-up candidates
+        if not np.isfinite(v).all():
+            raise ValueError("volume: contains NaN or inf (as float32)")
         # SLIC's compactness trades intensity against space, so fix the intensity scale first
         # (TCPC Sec. 2.1 rescales to [-1, 1] by the minimum and maximum).
         lo, hi = float(v.min()), float(v.max())
@@ -295,6 +308,8 @@ class TCPCTask(ContrastiveCubeTask):
         if self._index_ids is None:
             raise ValueError("index: integer indices need prepare(dataset) first; or pass item ids")
         try:
+            if any(int(i) < 0 for i in index):  # Python would read -1 as the last item
+                raise IndexError
             return [self._index_ids[int(i)] for i in index]
         except IndexError:
             raise ValueError(
