@@ -5,8 +5,8 @@ leading B. Two papers are implemented:
 
 * Zhuang et al., "Self-supervised Feature Learning for 3D Medical Images by Playing a Rubik's Cube",
   MICCAI 2019 (``rubikkit.ops``, ``rubikkit.tasks.rubik``).
-* Zhou et al., TCPC, "Preservational Contrastive Representation Learning ..." (``rubikkit.slic``,
-  ``rubikkit.tasks.tcpc``).
+* Zhou et al. (first author Zhu), TCPC, "Embedding Task Knowledge into 3D Neural Networks via
+  Self-supervised Learning", arXiv 2020 (``rubikkit.slic``, ``rubikkit.tasks.tcpc``).
 """
 
 from __future__ import annotations

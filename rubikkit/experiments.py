@@ -528,6 +528,8 @@ def load_config(path: str | os.PathLike) -> ExperimentConfig:
         raw = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"config: {p} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config {p.name}: expected a JSON object, got {type(raw).__name__}")
     try:
         cfg = validate_config(raw, str(p))
     except ValueError as exc:

@@ -90,6 +90,11 @@ def _check_mask(mask, shape, name: str = "mask") -> np.ndarray | None:
         m = m[0]
     if m.shape != tuple(shape):
         raise ValueError(f"{name}: shape {m.shape} does not match the volume's {tuple(shape)}")
+    if m.dtype.kind == "f" and not np.array_equal(m, np.round(m)):
+        raise ValueError(
+            f"{name}: expected integer labels, got non-integer values (a probability map? "
+            f"threshold it first, e.g. {name} > 0.5, or take the argmax over classes)"
+        )
     return m.astype(np.int64, copy=False)
 
 

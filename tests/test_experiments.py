@@ -112,6 +112,10 @@ def test_load_config_checks_json_and_name(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="config: .* is not valid JSON"):
         load_config(bad)
+    listed = tmp_path / "listed.json"
+    listed.write_text("[]")
+    with pytest.raises(ValueError, match=r"^config listed.json: expected a JSON object, got list$"):
+        load_config(listed)
     other = tmp_path / "other.json"
     other.write_text(json.dumps(TINY))
     with pytest.raises(ValueError, match="name: 'tiny' differs from the file stem"):

@@ -125,6 +125,13 @@ def test_segmentation_heads_odd_input(name):
         assert all(g is not None for g in grads)
 
 
+def test_segmentation_heads_name_a_volume_without_its_batch_axis():
+    x = torch.randn(*ODD)  # (C, D, H, W): the batch axis forgotten
+    for head in (UNet3D(tiny("vgg3d"), 3), DUC3D(tiny("vgg3d"), 3, hidden=8)):
+        with pytest.raises(ValueError, match=r"x: expected \(B, C, D, H, W\)"):
+            head(x)
+
+
 def test_duc_predicts_r_cubed_channels():
     b = tiny("vgg3d")
     duc = DUC3D(b, n_classes=2, hidden=8)

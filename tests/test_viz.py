@@ -67,6 +67,8 @@ def test_show_slices_accepts_tensors_channels_and_spacing(vol):
     assert [ax.get_aspect() for ax in fig.axes] == [1.0, 3.0, 3.0]
     fig = viz.show_slices(torch.zeros(1, 4, 4, 4, dtype=torch.bool))  # constant, bool
     assert len(fig.axes) == 3
+    fig = viz.show_slices(vol, mask=(vol > 100).astype(np.float32))  # float-stored labels are fine
+    assert len(fig.axes) == 3
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,8 @@ def test_show_slices_accepts_tensors_channels_and_spacing(vol):
         (dict(volume=np.zeros((4, 4, 4)), index=(0, 4, 0)), "index: H = 4 outside 0..3"),
         (dict(volume=np.zeros((4, 4, 4)), index=(0, 0)), "index: expected"),
         (dict(volume=np.zeros((4, 4, 4)), spacing=(1, 0, 1)), "spacing: "),
+        # A probability map would be cast to all-zero labels and show no overlay.
+        (dict(volume=np.zeros((4, 4, 4)), mask=np.full((4, 4, 4), 0.7)), "mask: expected integer"),
     ],
 )
 def test_show_slices_bad_input(kwargs, match):

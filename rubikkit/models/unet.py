@@ -29,6 +29,8 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int]]:
     """Zero-pad the end of D, H, W to a multiple of ``multiple``; returns the padded tensor and the
     original (D, H, W) to crop back to."""
+    if x.ndim != 5:
+        raise ValueError(f"x: expected (B, C, D, H, W), got shape {tuple(x.shape)}")
     dhw = tuple(int(s) for s in x.shape[2:])
     pad = [(-s) % multiple for s in dhw]
     if any(pad):
