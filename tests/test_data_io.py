@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import nibabel as nib
@@ -125,6 +126,25 @@ def test_writers_are_atomic(tmp_path):
     with pytest.raises(ValueError, match="path"):
         save_nifti(tmp_path / "x.img", np.zeros((2, 2, 2)))
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_files_get_the_mode_of_any_new_file(tmp_path, umask, mode):
+    # mkstemp alone makes a private 0600 file: a dataset, a checkpoint or a handout in a shared
+    # folder would be unreadable by the group.
+    from rubikkit.train.checkpoint import save_checkpoint
+
+    old = os.umask(umask)
+    try:
+        written = [
+            save_npz(tmp_path / "a.npz", image=np.ones(3)),
+            save_npy(tmp_path / "a.npy", np.ones(3)),
+            save_nifti(tmp_path / "a.nii.gz", np.zeros((2, 2, 2))),
+            save_checkpoint({"step": 1}, tmp_path / "last.pt"),
+        ]
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
 
 
 # ----------------------------------------------------------------------------- specs

@@ -215,12 +215,21 @@ def load_volume(path: str | os.PathLike, **kwargs) -> Volume:
     )
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` is left as it was.
-    ``suffix`` is appended to the temporary name (some writers choose the format by it).
+    ``suffix`` is appended to the temporary name (some writers choose the format by it). The file
+    gets the mode any new file gets (``0o666`` less the umask), not mkstemp's private ``0o600``,
+    so a run or a dataset in a shared folder stays readable by the group.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +237,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, 0o666 & ~_umask())
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
