@@ -77,6 +77,8 @@ class NiftiFolder(VolumeDataset):
             raise ValueError(f"normalize: expected one of {_NORMS}, got {normalize!r}")
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+        if size is not None:
+            size = _size3(size)
         self.root, self.split, self.size, self.normalize = root, split, size, normalize
         self.transform = transform
         self.name = f"nifti:{root}"
@@ -91,6 +93,7 @@ class NiftiFolder(VolumeDataset):
         if labels_csv is not None and not csv.is_file():
             raise FileNotFoundError(f"labels_csv: {csv} not found")
         self.mask_files: list[Path] | None = None
+        all_masks: list[Path] = []  # of every split
         if csv.is_file():
             try:
                 table = pd.read_csv(csv)
@@ -116,12 +119,18 @@ class NiftiFolder(VolumeDataset):
                         raise FileNotFoundError(
                             f"labels_csv: {csv} lists the mask {m.name}, not found at {m}"
                         )
+                all_masks = masks
                 self.mask_files = [masks[i] for i in idx]
             if "label" in table.columns:
                 raw = table["label"].tolist()
                 if table["label"].isna().any():
                     raise ValueError(f"labels_csv: {csv} has empty cells in column 'label'")
                 if all(isinstance(v, (int, np.integer)) for v in raw):
+                    if raw and min(raw) < 0:
+                        raise ValueError(
+                            f"labels_csv: {csv} has the negative label {min(raw)}; integer "
+                            "labels are class indices 0, 1, ..."
+                        )
                     n_cls = int(max(raw)) + 1 if raw else 0
                     names = [str(i) for i in range(n_cls)]
                     if "class_name" in table.columns:
@@ -161,7 +170,9 @@ class NiftiFolder(VolumeDataset):
                 )
             self.class_names = class_names
         if self.task == "segmentation" and not self.class_names:
-            top = max((int(self._mask(i).max()) for i in range(len(self.files))), default=0)
+            # From the masks of every split, so that all splits have the same classes (a value
+            # found only in a validation mask would be out of range for the trained model).
+            top = max((int(_read_mask(m).max()) for m in all_masks), default=0)
             self.class_names = [str(i) for i in range(top + 1)]
         self._cache: dict[int, np.ndarray] | None = {} if cache else None
         self.num_channels = self._load(0).shape[0] if self.files else 1
@@ -173,6 +184,13 @@ class NiftiFolder(VolumeDataset):
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         arr = load_nifti(self.files[index]).array.astype(np.float32)
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            # NaN would spread through the normalisation to the whole volume and the loss.
+            raise ValueError(
+                f"image: {self.files[index]} holds {bad} NaN or infinite voxels; replace them "
+                "(e.g. numpy.nan_to_num) before training"
+            )
         if arr.ndim == 3:
             arr = arr[None]
         if self.size is not None:
@@ -188,11 +206,7 @@ class NiftiFolder(VolumeDataset):
 
     def _mask(self, index: int) -> np.ndarray:
         assert self.mask_files is not None
-        path = self.mask_files[index]
-        m = load_nifti(path).array
-        if m.ndim != 3:
-            raise ValueError(f"mask: {path} should be 3D (D, H, W), got shape {m.shape}")
-        return np.rint(m).astype(np.int64)
+        return _read_mask(self.mask_files[index])
 
     def _item(self, index: int) -> dict:
         image = self._load(index)
@@ -201,6 +215,12 @@ class NiftiFolder(VolumeDataset):
             item["label"] = int(self.labels[index])
         if self.mask_files is not None:
             m = self._mask(index)
+            k = len(self.class_names)
+            if self.task == "segmentation" and m.size and (m.min() < 0 or m.max() >= k):
+                raise ValueError(
+                    f"mask: {self.mask_files[index]} holds values {int(m.min())}..{int(m.max())}, "
+                    f"outside the {k} classes {self.class_names}"
+                )
             if self.size is not None:
                 m = resample_to_shape(m, self.size, order="nearest")
             elif m.shape != image.shape[1:]:
@@ -210,3 +230,20 @@ class NiftiFolder(VolumeDataset):
                 )
             item["mask"] = m
         return item
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    m = load_nifti(path).array
+    if m.ndim != 3:
+        raise ValueError(f"mask: {path} should be 3D (D, H, W), got shape {m.shape}")
+    return np.rint(m).astype(np.int64)
+
+
+def _size3(size) -> tuple[int, int, int]:
+    try:
+        s = (int(size),) * 3 if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
+    except (TypeError, ValueError):
+        s = ()
+    if len(s) != 3 or min(s) < 1:
+        raise ValueError(f"size: expected an int or 3 positive ints (D, H, W), got {size!r}")
+    return s  # type: ignore[return-value]

@@ -135,12 +135,13 @@ def _val_split(text: str):
 
 
 def _reported(run):
-    """Run a command; a bad argument or a missing file is one line on stderr and exit code 2."""
+    """Run a command; a bad argument, a missing file or a diverged loss is one line on stderr
+    and exit code 2."""
 
     def wrapper(args) -> int:
         try:
             return run(args)
-        except (ValueError, TypeError, FileNotFoundError) as exc:
+        except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as exc:
             print(f"rubikkit {args.command}: error: {exc}", file=sys.stderr)
             return 2
 
@@ -208,6 +209,7 @@ def _run_finetune(args) -> int:
 
 def _run_evaluate(args) -> int:
     from rubikkit.train.evaluate import evaluate
+    from rubikkit.train.loop import _no_nan
 
     result = evaluate(
         args.checkpoint,
@@ -224,7 +226,9 @@ def _run_evaluate(args) -> int:
         out=args.out,
         progress=not args.no_progress,
     )
-    json.dump(result["splits"][args.split], sys.stdout, indent=2, sort_keys=True)
+    # Undefined metrics (an AUC on a one-class split) as null, as in the files: NaN is not JSON.
+    metrics = _no_nan(result["splits"][args.split])
+    json.dump(metrics, sys.stdout, indent=2, sort_keys=True, allow_nan=False)
     sys.stdout.write("\n")
     return 0
 
@@ -290,7 +294,10 @@ def register(subparsers) -> None:
     )
     f.add_argument("--out", required=True, metavar="DIR")
     f.add_argument(
-        "--backbone", default="vgg3d", choices=BACKBONES, help="backbone for --init scratch"
+        "--backbone",
+        default=None,
+        choices=BACKBONES,
+        help="backbone for --init scratch (default vgg3d); a checkpoint brings its own",
     )
     f.add_argument(
         "--backbone-option",

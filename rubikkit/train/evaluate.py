@@ -87,6 +87,23 @@ def load_model(checkpoint, device="cpu"):
     return model, cfg, task
 
 
+def _check_data(dataset, spec, cfg: dict, checkpoint) -> None:
+    """The data must fit the checkpoint's model: its channels, and labels or masks for its head."""
+    channels = cfg["backbone"].get("in_channels")
+    if channels is not None and int(dataset.num_channels) != int(channels):
+        raise ValueError(
+            f"data: {spec!r} has {dataset.num_channels} channels, the model of {checkpoint} "
+            f"takes {channels}"
+        )
+    head = cfg.get("head")
+    need = {"classify": "classification", "unet": "segmentation", "duc": "segmentation"}
+    if cfg.get("kind") == "finetune" and getattr(dataset, "task", None) != need.get(head):
+        raise ValueError(
+            f"data: {spec!r} is {getattr(dataset, 'task', None)!r} data; the {head!r} head of "
+            f"{checkpoint} is scored on {need.get(head)!r} data"
+        )
+
+
 def evaluate(
     checkpoint,
     data: str | None = None,
@@ -155,6 +172,7 @@ def evaluate(
     opts = dict(cfg.get("data_options") or {}) if data is None else {}
     opts.update(options_dict(data_options, "data_options"))
     dataset = open_split(spec, split, opts, progress=progress)
+    _check_data(dataset, spec, cfg, checkpoint)
     bs = int(batch_size or cfg.get("batch_size") or 2)
     if task is not None:
         task.prepare(dataset)

@@ -326,7 +326,7 @@ def finetune(
     out,
     head: str = "classify",
     label_fraction: float = 1.0,
-    backbone: str = "vgg3d",
+    backbone: str | None = None,
     backbone_options: dict | None = None,
     data_options: dict | None = None,
     dropout: float = 0.0,
@@ -366,11 +366,16 @@ def finetune(
     head : {"classify", "unet", "duc"}
     label_fraction : float in (0, 1]
         Share of the training items kept (stratified by class, fixed by ``seed``).
+    backbone : {"vgg3d", "resnet10", "resnet18", "resnet34"}, optional
+        The backbone of ``init="scratch"`` (default ``"vgg3d"``), built with
+        ``backbone_options``. A checkpoint's backbone is rebuilt from its config; naming another
+        one is an error.
     dropout : float
         Before the classifier's last layer.
-    epochs, max_steps, batch_size, lr, weight_decay, seed, device, workers, resume, amp,
-    val_split, progress, checkpoint_every
+    epochs, max_steps, batch_size, lr, weight_decay, seed, device
         As for :func:`rubikkit.train.pretrain` (default lr 1e-4).
+    workers, resume, amp, val_split, progress, checkpoint_every
+        As for :func:`rubikkit.train.pretrain`.
     lr_milestones, lr_gamma
         Step schedule: the rate is multiplied by ``lr_gamma`` at each fraction of ``epochs`` in
         ``lr_milestones`` (MedMNIST v2: ``(0.5, 0.75)`` and 0.1); see
@@ -422,7 +427,15 @@ def finetune(
         train_full = open_split(data, train_split, data_options, progress=progress)
         _check_head(head, train_full)
         val_set = (
-            open_split(data, val_split, data_options, progress=progress) if val_split else None
+            open_split(
+                data,
+                val_split,
+                data_options,
+                progress=progress,
+                hint="; train without validation (--val-split none) or use more volumes",
+            )
+            if val_split
+            else None
         )
         labels = getattr(train_full, "labels", None) if head == "classify" else None
         if head == "classify" and labels is None:
@@ -435,7 +448,7 @@ def finetune(
         if isinstance(init, str) and init == "scratch":
             from rubikkit.models import build_backbone
 
-            bb = build_backbone(backbone, in_channels=in_channels, **backbone_options)
+            bb = build_backbone(backbone or "vgg3d", in_channels=in_channels, **backbone_options)
             method, init_path = "scratch", None
         else:
             if backbone_options:
@@ -449,6 +462,11 @@ def finetune(
                 if str(exc).startswith("stages:"):
                     raise ValueError(f"transfer_{exc}") from None
                 raise
+            if backbone is not None and backbone != bb.config["name"]:
+                raise ValueError(
+                    f"backbone: {init} holds a {bb.config['name']!r} backbone, not {backbone!r}; "
+                    "a backbone is chosen for init='scratch' only"
+                )
             # A fine-tuned init keeps the method it came from (e.g. rubik), else its task.
             method = init_cfg.get("method") or init_cfg.get("task") or "scratch"
             init_path = str(Path(init).resolve())

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from rubikkit.train import distributed as D
 from rubikkit.train.checkpoint import load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from rubikkit.train.runs import collate
 from rubikkit.train.schedule import check_milestones, lr_at_epoch
 
 __all__ = ["Selection", "fit", "read_json", "seed_everything", "write_json"]
@@ -190,9 +191,12 @@ def prepare_run(out, config: dict, resume, ctx: D.Context) -> dict | None:
         This run's configuration.
     resume : bool or path-like
         True: continue from ``out/last.pt`` if it exists (else start afresh); a path: that
-        checkpoint (must exist).
+        checkpoint (must exist). A fresh run replaces the log.jsonl, best.pt and metrics.json
+        that an earlier run without a last.pt left in ``out``.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} is a file, not a run folder; choose another path")
     last = out / "last.pt"
     if resume is True or resume is False or resume is None:
         if not resume:
@@ -307,8 +311,10 @@ def fit(
         raise ValueError(f"max_steps: expected a positive int, got {max_steps!r}")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
+    if not (isinstance(lr, (int, float)) and 0 < lr < math.inf):
         raise ValueError(f"lr: expected a positive number, got {lr!r}")
+    if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < math.inf):
+        raise ValueError(f"weight_decay: expected a non-negative number, got {weight_decay!r}")
     if not isinstance(workers, (int, np.integer)) or workers < 0:
         raise ValueError(f"workers: expected a non-negative int, got {workers!r}")
     if len(train_set) == 0:
@@ -321,6 +327,11 @@ def fit(
     ckpt = prepare_run(out, config, resume, ctx)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            # A fresh run in a folder an earlier run left without last.pt: its log would mix
+            # with this one's, and its best.pt would stand while no epoch scores finitely.
+            for name in ("log.jsonl", "best.pt", "metrics.json"):
+                (out / name).unlink(missing_ok=True)
         write_json(config, out / "config.json")
     log_path = out / "log.jsonl"
 
@@ -359,6 +370,7 @@ def fit(
     loader = DataLoader(
         train_set,
         batch_size=batch_size,
+        collate_fn=collate,
         sampler=sampler,
         num_workers=int(workers),
         pin_memory=device.type == "cuda",
@@ -434,7 +446,7 @@ def fit(
                 loss, metrics = step_fn(train_model, batch, gen)
             if not amp and not torch.isfinite(loss.detach()):
                 raise FloatingPointError(
-                    f"loss: {float(loss)} at step {state.step + 1} (epoch {epoch + 1}); "
+                    f"loss: {float(loss.detach())} at step {state.step + 1} (epoch {epoch + 1}); "
                     "try a smaller lr"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -248,7 +248,15 @@ def pretrain(
         use_amp = resolve_amp(amp, ctx.device)
         train_set = open_split(data, train_split, data_options, progress=progress)
         val_set = (
-            open_split(data, val_split, data_options, progress=progress) if val_split else None
+            open_split(
+                data,
+                val_split,
+                data_options,
+                progress=progress,
+                hint="; train without validation (--val-split none) or use more volumes",
+            )
+            if val_split
+            else None
         )
         proxy = get_task(task, **task_options)
         _check_shape(proxy, train_set, "data")

@@ -16,10 +16,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 __all__ = [
     "IndexedDataset",
+    "collate",
     "eval_loader",
     "open_split",
     "resolve_amp",
@@ -49,16 +50,18 @@ class IndexedDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def open_split(data: str, split: str, options: dict | None, *, progress: bool = True):
+def open_split(
+    data: str, split: str, options: dict | None, *, progress: bool = True, hint: str = ""
+):
     """``rubikkit.data.open_dataset(data, split, **options)`` with errors naming ``data``.
 
     ``progress=False`` also silences the dataset's own bar (LIDC and BraTS resampling), unless
-    ``options`` set ``progress`` themselves.
+    ``options`` set ``progress`` themselves. ``hint`` ends the message of an empty split.
 
     Raises
     ------
     ValueError
-        A bad spec or option (message starts with ``data:``).
+        A bad spec or option, or a split without items (message starts with ``data:``).
     FileNotFoundError
         The dataset is not on disk.
     """
@@ -71,9 +74,13 @@ def open_split(data: str, split: str, options: dict | None, *, progress: bool = 
     try:
         if not progress and "progress" not in opts and takes_option(data, "progress"):
             opts["progress"] = False
-        return open_dataset(data, split, **opts)
+        dataset = open_dataset(data, split, **opts)
     except (ValueError, TypeError) as exc:
         raise type(exc)(f"data: {data!r} (split {split!r}): {exc}") from exc
+    if len(dataset) == 0:
+        # e.g. 3 volumes split 0.7 / 0.1 / 0.2: the validation share rounds to none
+        raise ValueError(f"data: {data!r} (split {split!r}): the split holds no items{hint}")
+    return dataset
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> bool:
@@ -86,11 +93,37 @@ def resolve_amp(amp: bool | None, device: torch.device) -> bool:
     return bool(amp)
 
 
+def collate(items: list) -> dict:
+    """``default_collate`` of item dicts; volumes of different shapes are named, not stacked.
+
+    Raises
+    ------
+    ValueError
+        Two items' ``image`` (or ``mask``) shapes differ (e.g. a ``nifti:`` folder opened without
+        the ``size`` option); the message names both items and the option.
+    """
+    for key in ("image", "mask"):
+        shaped = [
+            (it.get("id"), tuple(it[key].shape))
+            for it in items
+            if isinstance(it, dict) and isinstance(it.get(key), torch.Tensor)
+        ]
+        other = next((p for p in shaped if p[1] != shaped[0][1]), None)
+        if other is not None:
+            raise ValueError(
+                f"data: cannot batch volumes of different shapes: {shaped[0][0]!r} "
+                f"{shaped[0][1]} and {other[0]!r} {other[1]}; resample them to one shape with "
+                "the data option size (--data-option size=D,H,W), or use --batch-size 1"
+            )
+    return default_collate(items)
+
+
 def eval_loader(dataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
     """A DataLoader over ``dataset`` in order; it leaves the global random state untouched."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        collate_fn=collate,
         shuffle=False,
         num_workers=int(workers),
         pin_memory=device.type == "cuda",
