@@ -12,10 +12,12 @@ and weighted by ``"rubikkit": {"name": "...", "points": 2}`` in the cell metadat
 
 ``rubikkit assignments release SRC DEST`` writes the student version: every solution block is
 replaced by ``raise NotImplementedError`` (indented like the ``BEGIN`` marker), markdown solution
-blocks by a prompt, outputs and execution counts are cleared, test cells are kept unchanged.
+blocks by a prompt, outputs and execution counts are cleared, test cells are kept unchanged and
+recorded (name, points, a checksum of the source) in the notebook metadata.
 ``rubikkit assignments check NOTEBOOK`` runs the notebook under nbval (``pytest --nbval-lax``) in a
 subprocess and prints one line per test cell and a score; its exit code is 0 only when every cell
-runs without error.
+runs without error. A released notebook is graded on the tests recorded at release: a test cell
+that was deleted, edited or skipped fails.
 
 Write solutions inside function bodies and call the functions only from test cells: then a released
 notebook fails exactly its test cells.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import os
 import re
 import subprocess
@@ -68,6 +71,15 @@ def _strip_solutions(text: str, stub: str | None, where: str) -> str:
     begin_line = 0
     for lineno, line in enumerate(text.split("\n"), start=1):
         marker = line.strip()
+        if (
+            marker not in (BEGIN, END)
+            and (BEGIN in line or END in line)
+            and (stub is not None or marker.startswith("#"))  # prose may quote a marker
+        ):
+            # A marker with extra text would not be recognised and its solution would be released.
+            raise ValueError(
+                f"{where}: line {lineno}: a solution marker must be alone on its line, got {marker!r}"
+            )
         if marker == BEGIN:
             if inside:
                 raise ValueError(
@@ -128,27 +140,50 @@ def release_notebook(nb, name: str = "notebook"):
                 cell.source = _strip_solutions(src, CODE_STUB, where)
             cell.outputs = []
             cell.execution_count = None
-        elif cell.cell_type == "markdown" and has_marker:
+        elif has_marker:  # markdown or raw
             cell.source = _strip_solutions(src, None, where)
         cell.get("metadata", {}).pop("execution", None)
     out.metadata.pop("widgets", None)
+    # Record the test cells, so that `check` grades the handout's tests even when a student
+    # deletes or edits one.
+    code = [c for c in out.cells if c.cell_type == "code"]
+    tests = [
+        {"id": code[i].get("id"), **info, "sha256": _digest(code[i])}
+        for i, info in test_cells(out).items()
+    ]
+    if tests:
+        out.metadata["rubikkit"] = {"tests": tests}
     return out
+
+
+def _digest(cell) -> str:
+    return hashlib.sha256(_source(cell).encode("utf-8")).hexdigest()
 
 
 def _notebooks_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _read(path: Path, argument: str):
+    """Read a notebook, turning a file that is not one into a ValueError naming it."""
+    import nbformat
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        return nb
+    except OSError as exc:
+        raise ValueError(f"{argument}: cannot read {path} ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError, AttributeError, nbformat.ValidationError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{argument}: {path} is not a valid notebook ({why})") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    from rubikkit.data.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def release(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
@@ -201,10 +236,13 @@ def release(src: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     # Check every notebook before writing any, so a bad marker never leaves half a release.
     released = []
     for s, d in pairs:
-        nb = nbformat.read(s, as_version=4)
+        nb = _read(s, "src")
         released.append((d, release_notebook(nb, name=s.name)))
     for d, nb in released:
-        _write_atomic(d, nbformat.writes(nb) + "\n")
+        try:
+            _write_atomic(d, nbformat.writes(nb) + "\n")
+        except OSError as exc:
+            raise ValueError(f"dest: cannot write {d} ({exc.strerror or exc})") from None
     return [d for d, _ in released]
 
 
@@ -230,6 +268,39 @@ def test_cells(nb) -> dict[int, dict]:
 
 
 test_cells.__test__ = False  # a helper, not a pytest test
+
+
+def _graded_tests(nb, where: str) -> tuple[dict[int, dict], list[dict]]:
+    """The tests to grade: {code index: name, points, problem} and the recorded tests not found.
+
+    Without a record (a source notebook) these are the cells tagged ``test``. With one (a released
+    notebook) they are the recorded cells, found by id or else by their source; ``problem`` says
+    when a cell's source differs from the record.
+    """
+    recorded = nb.metadata.get("rubikkit", {}).get("tests")
+    if not recorded:
+        return {i: {**t, "problem": ""} for i, t in test_cells(nb).items()}, []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    digests = [_digest(c) for c in code]
+    ids = {c.get("id"): i for i, c in enumerate(code) if c.get("id")}
+    out: dict[int, dict] = {}
+    missing = []
+    try:
+        for t in recorded:
+            info = {"name": str(t["name"]), "points": float(t["points"])}
+            i = ids.get(t.get("id"))
+            if i is None or i in out:  # pasted back from the handout: a new id, the same source
+                i = next(
+                    (j for j, d in enumerate(digests) if d == t["sha256"] and j not in out), None
+                )
+            if i is None:
+                missing.append(info)
+                continue
+            changed = digests[i] != t["sha256"]
+            out[i] = {**info, "problem": "this test cell was changed" if changed else ""}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{where}: metadata rubikkit.tests is malformed ({exc!r})") from None
+    return out, missing
 
 
 @dataclass
@@ -279,7 +350,8 @@ class CheckReport:
         for r in self.tests:
             status = "PASS" if r.passed else "FAIL"
             pts = f"{r.points:g}/{r.points:g}" if r.passed else f"0/{r.points:g}"
-            lines.append(f"  [{status}] {r.name} (cell {r.cell}) {pts}")
+            where = f"cell {r.cell}" if r.cell >= 0 else "deleted"
+            lines.append(f"  [{status}] {r.name} ({where}) {pts}")
             if not r.passed and r.message:
                 lines.append(f"         {r.message}")
         others = [r for r in self.results if not r.is_test and not r.passed]
@@ -291,6 +363,7 @@ class CheckReport:
         return "\n".join(lines)
 
 
+_VERBOSE_CELL = re.compile(r"::Cell (\d+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 _ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*[A-Za-z]")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Interrupt|Exit))\b:?(.*)$")
 
@@ -315,20 +388,22 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
     notebook : path
         The notebook to check (a source or a student version).
     timeout : float
-        Seconds allowed for the whole run, and for each cell.
+        Seconds allowed for the whole run. When they run out, the cell still running fails and
+        the cells after it count as not run.
 
     Returns
     -------
     CheckReport
-        One :class:`TestResult` per code cell; ``report.ok`` is True when every cell passed.
+        One :class:`TestResult` per code cell (and one per recorded test cell that is missing);
+        ``report.ok`` is True when every cell passed.
     """
-    import nbformat
-
     path = Path(notebook)
     if not path.is_file() or path.suffix != ".ipynb":
         raise ValueError(f"notebook: {path} is not a notebook file (.ipynb)")
-    nb = nbformat.read(path, as_version=4)
-    tests = test_cells(nb)
+    if not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+    nb = _read(path, "notebook")
+    tests, missing = _graded_tests(nb, f"notebook: {path}")
     n_code = sum(1 for c in nb.cells if c.cell_type == "code")
     # nbval kills the kernel, so the notebook's own temporary files are kept apart (TMPDIR) and go
     # with this folder.
@@ -342,7 +417,7 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
             "pytest",
             "-p",
             "no:cacheprovider",
-            "-q",
+            "-v",  # one line per finished cell: what a timed-out run has done so far
             "--nbval-lax",
             "--nbval-current-env",
             f"--nbval-cell-timeout={int(timeout)}",
@@ -366,9 +441,28 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
             returncode, log = proc.returncode, proc.stdout + proc.stderr
         except subprocess.TimeoutExpired as exc:
             returncode = 124
-            log = f"timed out after {timeout:g} s\n{exc.stdout or ''}"
+            partial = exc.stdout or b""
+            if isinstance(partial, bytes):  # TimeoutExpired keeps bytes even with text=True
+                partial = partial.decode("utf-8", "replace")
+            log = f"timed out after {timeout:g} s\n{partial}"
         outcomes: dict[int, tuple[bool, str]] = {}
-        if xml_path.exists():
+        if returncode == 124:
+            for m in _VERBOSE_CELL.finditer(log):
+                ok = m.group(2) in ("PASSED", "XPASS")
+                outcomes[int(m.group(1))] = (
+                    ok,
+                    "skipped" if m.group(2) == "SKIPPED" else "" if ok else "failed",
+                )
+            stuck = next((i for i in range(n_code) if i not in outcomes), None)
+            for idx in range(n_code):
+                if idx not in outcomes:
+                    outcomes[idx] = (
+                        False,
+                        f"did not finish in the {timeout:g} s allowed (an endless loop? a crashed kernel?)"
+                        if idx == stuck
+                        else "not run: the check ran out of time before this cell",
+                    )
+        elif xml_path.exists():
             for case in ET.parse(xml_path).getroot().iter("testcase"):
                 name = case.get("name", "")
                 if not name.startswith("Cell "):
@@ -388,6 +482,10 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
         for idx in range(n_code):
             passed, msg = outcomes.get(idx, (False, "not run"))
             info = tests.get(idx)
+            if info and info["problem"]:
+                passed, msg = False, f"{info['problem']}: restore it from the handout"
+            elif info and msg == "skipped":
+                passed, msg = False, "skipped: a test cell must run"
             report.results.append(
                 TestResult(
                     cell=idx,
@@ -396,6 +494,17 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
                     passed=passed,
                     is_test=info is not None,
                     message=msg,
+                )
+            )
+        for info in missing:
+            report.results.append(
+                TestResult(
+                    cell=-1,
+                    name=info["name"],
+                    points=info["points"],
+                    passed=False,
+                    is_test=True,
+                    message="this test cell was deleted: restore it from the handout",
                 )
             )
     return report
@@ -444,7 +553,9 @@ def register(subparsers) -> None:
     rel.set_defaults(func=_cmd_release)
     chk = sub.add_parser("check", help="run a notebook under nbval; per-test report and score")
     chk.add_argument("notebook", help="the notebook to check")
-    chk.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+    chk.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds for the whole run (default 600)"
+    )
     chk.add_argument("-v", "--verbose", action="store_true", help="also print pytest's output")
     chk.set_defaults(func=_cmd_check)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

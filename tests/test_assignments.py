@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import nbformat
@@ -258,3 +260,126 @@ def test_checked_notebooks_temporary_files_go_with_the_check(tmp_path):
 
 def test_module_exports():
     assert set(assignments.__all__) <= set(dir(assignments))
+
+
+# --- review fixes: malformed input, unreadable notebooks, graded tests, timeouts ---------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [f"#{BEGIN}", f"{BEGIN} (task 1)", f"x = 1  {BEGIN}", f"{END}: done"],
+)
+def test_a_marker_with_other_text_is_an_error_not_a_leak(line):
+    # Such a line was not recognised as a marker, so the solution went out to the students.
+    src = f"def f():\n    {line}\n    return 42\n    {line.replace(BEGIN, END)}\n"
+    with pytest.raises(ValueError, match=r"m\.ipynb: cell 0 .*line 2: .*alone on its line"):
+        release_notebook(_nb(new_code_cell(src)), name="m.ipynb")
+
+
+def test_markdown_may_quote_a_marker_and_raw_cells_are_stripped():
+    prose = new_markdown_cell(f"Write it between `{BEGIN}` and `{END}`.")
+    raw = nbformat.v4.new_raw_cell(f"{BEGIN}\nsecret\n{END}")
+    out = release_notebook(_nb(prose, raw))
+    assert out.cells[0].source == prose.source
+    assert "secret" not in out.cells[1].source
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("not json", "JSON"),
+        ('{"a": 1}', "missing a key"),
+        ("[1]", "list"),
+        (
+            '{"cells": [{"cell_type": "code", "source": 5, "metadata": {}, "outputs": [], '
+            '"execution_count": null, "id": "a"}], "nbformat": 4, "nbformat_minor": 5, '
+            '"metadata": {}}',
+            "not valid",
+        ),
+    ],
+)
+def test_a_file_that_is_not_a_notebook_is_named(tmp_path, capsys, text, why):
+    bad = tmp_path / "src" / "b_bad.ipynb"
+    bad.parent.mkdir()
+    bad.write_text(text)
+    _write(tmp_path / "src" / "a_good.ipynb", _nb(new_code_cell(SOLVED)))
+    with pytest.raises(ValueError, match=rf"src: .*b_bad\.ipynb is not a valid notebook \(.*{why}"):
+        release(tmp_path / "src", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["assignments", "check", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "notebook: " in err and "b_bad.ipynb" in err and "Traceback" not in err
+
+
+def test_release_into_an_unwritable_place_names_dest(tmp_path, capsys):
+    nb = _write(tmp_path / "a.ipynb", _nb(new_code_cell(SOLVED)))
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"dest: cannot write .*afile"):
+        release(nb, tmp_path / "afile" / "a.ipynb")
+    assert main(["assignments", "release", str(tmp_path), str(tmp_path / "afile" / "sub")]) == 2
+    assert "dest: cannot write" in capsys.readouterr().err
+
+
+def test_released_files_are_readable_like_any_new_file(tmp_path):
+    nb = _write(tmp_path / "a.ipynb", _nb(new_code_cell(SOLVED)))
+    old = os.umask(0o022)
+    try:
+        out = release(nb, tmp_path / "out.ipynb")[0]
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # mkstemp alone gave 0600
+
+
+def test_check_grades_the_tests_of_the_handout(tmp_path):
+    source = _nb(
+        new_code_cell("x = 1"),
+        _test_cell("assert x == 1", name="kept"),
+        _test_cell("assert x == 2", name="deleted"),
+        _test_cell("assert x == 3", name="edited"),
+        _test_cell("assert x == 4", name="skipped"),
+        _test_cell("assert x == 1", name="pasted_back", points=2),
+    )
+    student = release(_write(tmp_path / "s.ipynb", source), tmp_path / "h.ipynb")[0]
+    nb = nbformat.read(student, as_version=4)
+    del nb.cells[2]  # "deleted"
+    nb.cells[2].source = "assert True"  # "edited"
+    nb.cells[2].metadata["rubikkit"]["points"] = 100
+    nb.cells[3].metadata["tags"].append("nbval-skip")  # "skipped"
+    nb.cells[4].id = "pasted"  # deleted, then pasted back from the handout: a new id
+    nb.cells.append(_test_cell("assert True", name="extra", points=50))  # not a test of the handout
+    nbformat.write(nb, student)
+    report = check(student)
+    got = {r.name: (r.passed, r.message) for r in report.tests}
+    assert got["kept"] == (True, "") and got["pasted_back"] == (True, "")
+    assert "deleted" in got["deleted"][1] and not got["deleted"][0]
+    assert "changed" in got["edited"][1] and not got["edited"][0]
+    assert "skipped" in got["skipped"][1] and not got["skipped"][0]
+    assert "extra" not in got
+    assert (report.score, report.total) == (3, 6) and not report.ok
+    assert "[FAIL] deleted (deleted) 0/1" in report.format()
+
+
+def test_a_run_out_of_time_reports_the_stuck_cell_and_the_total(tmp_path, monkeypatch):
+    path = _write(
+        tmp_path / "loop.ipynb",
+        _nb(
+            new_code_cell("x = 1"),
+            _test_cell("assert x", name="first"),
+            _test_cell("while True: pass", name="stuck", points=2),
+            _test_cell("assert x", name="never"),
+        ),
+    )
+
+    def run(cmd, timeout, **kw):  # pytest -v had finished two cells when the time ran out
+        done = b"loop::ipynb::Cell 0 PASSED [ 25%]\nloop::ipynb::Cell 1 PASSED [ 50%]\n"
+        raise assignments.subprocess.TimeoutExpired(cmd, timeout, output=done + b"loop::ipynb")
+
+    monkeypatch.setattr(assignments.subprocess, "run", run)
+    report = check(path, timeout=30)
+    got = {r.name: (r.passed, r.message) for r in report.tests}
+    assert got["first"] == (True, "")
+    assert not got["stuck"][0] and "did not finish in the 30 s allowed" in got["stuck"][1]
+    assert not got["never"][0] and "not run" in got["never"][1]
+    assert (report.score, report.total) == (1, 4) and "score: 1/4" in report.format()
+    with pytest.raises(ValueError, match="timeout: expected a positive"):
+        check(path, timeout=0)
