@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import _common  # noqa: F401
 import numpy as np
+from _common import extract_source
 
-from rubikkit.data.brats import BraTS
-from rubikkit.data.download import extract_archive, run_script
+from rubikkit.data.brats import MODALITIES, BraTS
+from rubikkit.data.download import run_script
 from rubikkit.data.io import atomic_path, save_npz
 from rubikkit.data.spec import data_root
 
@@ -40,11 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--source", required=True, help="BraTS / MSD Task01 folder or archive")
     p.add_argument("--dest", default=None, help="output folder (default $RUBIKKIT_DATA/brats)")
-    p.add_argument("--size", type=int, default=64, help="cube side of the crops (voxels)")
-    p.add_argument("--channels", nargs="+", default=None, help="modalities (t1 t1c t2 flair)")
+    p.add_argument("--size", type=_positive_int, default=64, help="cube side of the crops (voxels)")
+    p.add_argument(
+        "--channels", nargs="+", type=str.lower, choices=MODALITIES, default=None, help="modalities"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the MSD case split")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
 
 
 def _find_root(source: Path) -> Path:
@@ -67,22 +77,21 @@ def main(argv=None) -> int:
     dest = Path(args.dest).expanduser() if args.dest else data_root() / "brats"
     if not source.exists():
         raise FileNotFoundError(f"--source: {source} does not exist")
+    opt_path = dest / "preprocess.json"
+    crops = [p for split in ("train", "val", "test") for p in (dest / split).glob("*.npz")]
+    if crops and not opt_path.is_file():
+        raise ValueError(
+            f"--dest: {dest} holds .npz files that this script did not write (no preprocess.json); "
+            "choose a new or empty folder"
+        )
     if source.is_file():
         staging = dest / ".source"
-        extract_archive(source, staging)
+        extract_source(source, staging)
         source = staging
     root = _find_root(source)
-    options = {"size": args.size, "channels": args.channels, "seed": args.seed, "version": 1}
-    opt_path = dest / "preprocess.json"
-    same = opt_path.is_file() and json.loads(opt_path.read_text()) == options
-    if not same:  # other options: drop crops made with them, then record the new ones first so
-        # an interrupted run resumes with these options
-        for old in dest.glob("*/*.npz"):
-            old.unlink()
-        with atomic_path(opt_path) as tmp:
-            tmp.write_text(json.dumps(options))
-        same = True
-    done = skipped = 0
+    # Open every split before touching the crops: options the data cannot satisfy (a modality it
+    # lacks) must fail before the crops made with other options are dropped.
+    splits = []
     for split in ("train", "val", "test"):
         try:
             ds = BraTS(
@@ -98,6 +107,20 @@ def main(argv=None) -> int:
             if str(exc).startswith("split:"):
                 continue  # this layout has no such split
             raise
+        splits.append((split, ds))
+    if not any(len(ds) for _, ds in splits):
+        raise FileNotFoundError(f"--source: no case found under {root}")
+    options = {"size": args.size, "channels": args.channels, "seed": args.seed, "version": 1}
+    same = opt_path.is_file() and json.loads(opt_path.read_text()) == options
+    if not same:  # other options: drop crops made with them, then record the new ones first so
+        # an interrupted run resumes with these options
+        for old in crops:
+            old.unlink()
+        with atomic_path(opt_path) as tmp:
+            tmp.write_text(json.dumps(options))
+        same = True
+    done = skipped = 0
+    for split, ds in splits:
         for i in tqdm(range(len(ds)), desc=f"BraTS {split}", disable=args.no_progress):
             out = dest / split / f"{ds.case_ids[i]}.npz"
             if same and out.is_file():
@@ -112,6 +135,8 @@ def main(argv=None) -> int:
                 convention=np.asarray(ds.convention),
             )
             done += 1
+    if (dest / ".source").exists():  # the unpacked archive: the crops are what is kept
+        shutil.rmtree(dest / ".source")
     if done + skipped == 0:
         raise FileNotFoundError(f"--source: no case found under {root}")
     print(f"{dest}: {done} cases preprocessed, {skipped} already there")

@@ -26,11 +26,11 @@ import sys
 from pathlib import Path
 
 import _common  # noqa: F401
+from _common import extract_source
 
 from rubikkit.data.download import (
     copy_file,
     download,
-    extract_archive,
     read_manifest,
     run_script,
     verify_file,
@@ -75,6 +75,8 @@ def fetch_public(dest: Path, base_url: str, manifest: Path, progress: bool) -> N
         if verify_file(out, sha256=digest):
             skipped += 1
             continue
+        if out.exists():
+            print(f"{out}: SHA-256 mismatch (incomplete or corrupt), downloading it again")
         download(f"{base_url.rstrip('/')}/{VOI_DIR}/{rel}", out, sha256=digest, progress=False)
     print(f"{dest}: {len(wanted) - skipped} files downloaded, {skipped} already verified")
     if not (dest / "metadata.csv").is_file():
@@ -82,7 +84,11 @@ def fetch_public(dest: Path, base_url: str, manifest: Path, progress: bool) -> N
         # The spreadsheet has no published checksum: it is checked by converting it and matching
         # its rows with the verified image files.
         download(f"{base_url.rstrip('/')}/{SPREADSHEET}", sheet, progress=progress)
-        n = _write_metadata(read_xlsx(sheet), dest)
+        try:
+            n = _write_metadata(read_xlsx(sheet), dest)
+        except ValueError as exc:
+            sheet.unlink()  # unverified, so a damaged copy must not be trusted by the next run
+            raise ValueError(f"{exc}; it was removed, run the command again") from None
         print(f"{dest / 'metadata.csv'}: {n} nodules")
 
 
@@ -93,7 +99,7 @@ def import_export(source: Path, dest: Path, progress: bool) -> None:
         raise FileNotFoundError(f"--source: {source} does not exist")
     if source.is_file():
         staging = dest / ".source"
-        extract_archive(source, staging)
+        extract_source(source, staging)
         source = staging
     roots = [p.parent for p in source.rglob("image") if p.is_dir()]
     root = next((r for r in roots if (r / "nodule_mask").is_dir()), None)
@@ -129,6 +135,8 @@ def import_export(source: Path, dest: Path, progress: bool) -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     dest = Path(args.dest).expanduser() if args.dest else data_root() / "lidc_nodule_vois"
+    if not args.source and not Path(args.manifest).is_file():
+        raise FileNotFoundError(f"--manifest: {args.manifest} does not exist")
     if args.source:
         import_export(Path(args.source).expanduser(), dest, not args.no_progress)
     else:

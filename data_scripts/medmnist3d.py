@@ -66,6 +66,9 @@ def main(argv=None) -> int:
             if verify_file(dest, md5=md5):
                 print(f"{dest}: already there, MD5 verified")
                 continue
+            if dest.exists():  # download() replaces it; say why, or a file put there by hand
+                # would vanish without a word
+                print(f"{dest}: MD5 mismatch (incomplete or corrupt), downloading it again")
             url = medmnist_url(flag, size)
             if args.base_url:
                 url = args.base_url.rstrip("/") + "/" + name

@@ -291,3 +291,95 @@ def test_phantoms_script_writes_a_nifti_folder(tmp_path, capsys):
     assert "0 volumes written, 8 already there" in out
     rc, _, err = _run("phantoms", ["--size", "3", "--dest", str(dest)], capsys)
     assert rc == 1 and err.startswith("error: size")
+
+
+# ----------------------------------------------------------------------------- review fixes
+def _brats_cases(root: Path, n: int = 2) -> Path:
+    """A BraTS case-folder layout with FLAIR and T1c only (no T2)."""
+    from rubikkit.data.io import save_nifti
+
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        case = root / "train" / f"case{k}"
+        case.mkdir(parents=True)
+        brain = np.zeros((12, 12, 12), dtype=np.float32)
+        brain[2:-2, 2:-2, 2:-2] = 1
+        for mod in ("flair", "t1c"):
+            save_nifti(case / f"case{k}_{mod}.nii.gz", brain * rng.uniform(0.5, 1, brain.shape))
+        seg = np.zeros((12, 12, 12), dtype=np.int16)
+        seg[5:7, 5:7, 5:7] = 1
+        save_nifti(case / f"case{k}_seg.nii.gz", seg)
+    return root
+
+
+def test_brats_script_never_deletes_what_it_did_not_write(tmp_path, capsys):
+    source = _brats_cases(tmp_path / "cases")
+    dest = tmp_path / "data"
+    (dest / "medmnist3d").mkdir(parents=True)
+    (dest / "medmnist3d" / "mine.npz").write_bytes(b"keep")  # --dest pointed at a data root
+    args = ["--source", str(source), "--dest", str(dest), "--size", "8"]
+    rc, out, err = _run("brats", args, capsys)
+    assert rc == 0 and "2 cases preprocessed" in out, err
+    assert (dest / "medmnist3d" / "mine.npz").read_bytes() == b"keep"
+    # options the data cannot satisfy fail before the crops made with other options are dropped
+    rc, _, err = _run("brats", [*args, "--channels", "t2"], capsys)
+    assert rc == 1 and "'t2'" in err
+    assert len(list((dest / "train").glob("*.npz"))) == 2
+    # crops nobody recorded (no preprocess.json) are someone else's
+    other = tmp_path / "other"
+    (other / "train").mkdir(parents=True)
+    (other / "train" / "x.npz").write_bytes(b"keep")
+    rc, _, err = _run("brats", ["--source", str(source), "--dest", str(other)], capsys)
+    assert rc == 1 and err.startswith("error: --dest:") and (other / "train" / "x.npz").exists()
+    with pytest.raises(SystemExit):
+        _run("brats", [*args[:4], "--size", "0"], capsys)
+    assert "--size" in capsys.readouterr().err
+
+
+def test_damaged_archives_are_named_and_nothing_half_extracted_stays(tmp_path, capsys):
+    task = make_msd(tmp_path / "Task01_BrainTumour", n=2)
+    full = tmp_path / "Task01_BrainTumour.tar"
+    with tarfile.open(full, "w") as tf:
+        tf.add(task, arcname="Task01_BrainTumour")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # an interrupted download
+    dest = tmp_path / "crops"
+    rc, _, err = _run("brats", ["--source", str(cut), "--dest", str(dest), "--size", "8"], capsys)
+    assert rc == 1 and "cut.tar is a damaged or truncated archive" in err
+    assert not (dest / ".source").exists()
+    rc, _, err = _run("brats", ["--source", str(full), "--dest", str(dest), "--size", "8"], capsys)
+    assert rc == 0, err
+    assert not (dest / ".source").exists(), "the unpacked archive is not kept beside the crops"
+    src = make_lidc(tmp_path / "lidc", n_patients=2)
+    with tarfile.open(tmp_path / "export.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="export")
+    data = (tmp_path / "export.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[: len(data) // 2])
+    own = tmp_path / "own"
+    rc, _, err = _run(
+        "lidc_nodules", ["--source", str(tmp_path / "cut.tar.gz"), "--dest", str(own)], capsys
+    )
+    assert rc == 1 and "damaged or truncated" in err and not (own / ".source").exists()
+
+
+def test_lidc_missing_manifest_and_damaged_spreadsheet(tmp_path, capsys, closed_port_url):
+    dest = tmp_path / "lidc"
+    rc, _, err = _run(
+        "lidc_nodules", ["--dest", str(dest), "--manifest", str(tmp_path / "no")], capsys
+    )
+    assert rc == 1 and err.startswith("error: --manifest:")
+    (tmp_path / "empty.sha256").write_text("")
+    dest.mkdir()
+    sheet = dest / "MetadatabyNoduleMaxVoting.xlsx"
+    sheet.write_text("not a spreadsheet")  # it has no checksum: a damaged copy looked complete
+    base = closed_port_url.rsplit("/", 1)[0]
+    args = ["--dest", str(dest), "--manifest", str(tmp_path / "empty.sha256"), "--base-url", base]
+    rc, _, err = _run("lidc_nodules", args, capsys)
+    assert rc == 1 and "removed, run the command again" in err and not sheet.exists()
+
+
+def test_medmnist_says_why_an_existing_file_is_fetched_again(tmp_path, capsys, closed_port_url):
+    (tmp_path / "adrenalmnist3d.npz").write_bytes(b"half a file")  # put there by hand
+    base = closed_port_url.rsplit("/", 1)[0]
+    rc, out, err = _run("medmnist3d", ["--root", str(tmp_path), "--base-url", base], capsys)
+    assert rc == 2 and "adrenalmnist3d.npz: MD5 mismatch" in out and "offline" in err
