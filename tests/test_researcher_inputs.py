@@ -15,6 +15,7 @@ from data_fixtures import write_nifti
 from rubikkit.cli import main
 from rubikkit.data import NiftiFolder
 from rubikkit.train.cli import _reported
+from rubikkit.train.evaluate import evaluate
 from rubikkit.train.runs import collate
 
 TINY = [
@@ -176,6 +177,15 @@ def test_evaluate_on_data_that_does_not_fit_the_checkpoint(finetuned, tmp_path, 
         argv = ["evaluate", str(finetuned), "--data", f"nifti:{root}", "--split", "all"]
         assert main([*argv, "--device", "cpu", "--no-progress"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_evaluate_names_bad_loader_settings(finetuned, capsys):
+    # --workers -1 gave torch's "num_workers option should be non-negative".
+    argv = ["evaluate", str(finetuned), "--split", "test", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--workers", "-1"]) == 2
+    assert "workers: expected an int >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
+        evaluate(finetuned, split="test", batch_size=0, progress=False)
 
 
 def test_finetune_refuses_a_backbone_other_than_the_inits(finetuned, tmp_path, capsys):

@@ -258,6 +258,7 @@ def test_target_ceiling_counts_groups_of_identical_targets():
         assert got["cpc_ceiling"] == pytest.approx(len(set(pick.tolist())) / n)
         assert got["cpc_chance"] == pytest.approx(1 / n)
         assert got["constant_cubes"] == pytest.approx(float(np.mean(pick == 0)))
+        assert target_ceiling(np.flip(targets.numpy(), 0)) == got  # numpy, negative strides
     with pytest.raises(ValueError, match="targets"):
         target_ceiling(torch.zeros(0, 1, 2, 2, 2))
 

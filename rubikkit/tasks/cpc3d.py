@@ -38,7 +38,7 @@ def target_ceiling(targets: torch.Tensor) -> dict[str, float]:
 
     Parameters
     ----------
-    targets : Tensor
+    targets : Tensor or array
         (N, ...) the N target cubes of a batch, in the order of the predictions.
 
     Returns
@@ -47,6 +47,8 @@ def target_ceiling(targets: torch.Tensor) -> dict[str, float]:
         ``cpc_ceiling`` (distinct targets / N), ``cpc_chance`` (1 / N, a uniform guess) and
         ``constant_cubes`` (share of the targets that hold a single value).
     """
+    if not isinstance(targets, torch.Tensor):
+        targets = torch.from_numpy(np.array(targets))  # a copy: np.flip views have negative strides
     if targets.ndim < 2 or len(targets) == 0:
         raise ValueError(f"targets: expected (N, ...) with N >= 1, got {tuple(targets.shape)}")
     flat = targets.detach().reshape(len(targets), -1)

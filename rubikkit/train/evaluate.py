@@ -16,6 +16,7 @@ every rank would score the same split).
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from pathlib import Path
@@ -162,6 +163,11 @@ def evaluate(
         raise ValueError(
             f"stage_activity: expected 'running', 'batch' or None, got {stage_activity!r}"
         )
+    for name, value, low in (("workers", workers, 0), ("batch_size", batch_size, 1)):
+        if value is None and name == "batch_size":
+            continue  # the checkpoint's
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     t0 = time.perf_counter()
     dev = resolve_device(device)
     use_amp = resolve_amp(amp, dev)
