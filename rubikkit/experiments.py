@@ -11,7 +11,10 @@ runs that start from it, each scored on ``eval_split``. Every scored run appends
 ``steps``, ``pretrain_epochs``, ``pretrain_wall_s``, ``init_digest``: the pre-trained weights a
 fine-tuning started from, noted in its run folder when it starts). A run whose record (same
 ``run`` and ``config_hash``) is already there is skipped, so an interrupted grid resumes where it
-stopped (an interrupted run folder is resumed from its ``last.pt``). A proxy record scores one
+stopped (an interrupted run folder is resumed from its ``last.pt``; a last record a crash cut
+is dropped, and its run scored again). Two drivers of one grid (lanes split by ``--seeds`` or
+``--methods``) never train one run folder at once: the second waits, then takes what the first
+finished. A proxy record scores one
 set of weights: when a pre-training's ``best.pt`` no longer has the ``init_digest`` its proxy
 records name (trained again after its folder was lost, on another machine, say), the proxy is
 scored again and a record for the new weights added. A pre-training that another
@@ -803,6 +806,76 @@ def _with_cache(spec: str, options: dict, cache_dir: Path) -> dict:
     return opts
 
 
+def _check_folder(path, name: str) -> None:
+    """Raise ValueError when ``path``, or the nearest of its parents that exists, is no folder
+    (the driver would otherwise fail after training its first run, when it writes there)."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"{name}: {p} is a file, not a folder; choose another path")
+            return
+
+
+def _mend_records(records_path: Path, log) -> None:
+    """Complete or drop a last line that a crash cut (every record ends with a newline).
+
+    A cut line that still reads as a record only lost its newline: it gets one, else the next
+    record would be glued onto it. Anything else is a part of a record that was never complete:
+    it is dropped, so the grid resumes (its run is scored again). Done under the lock that
+    :func:`rubikkit.results.append_record` takes, so a line another driver is writing is left
+    alone.
+    """
+    if not records_path.is_file():
+        return
+    from rubikkit.results import validate_record
+
+    with open(records_path, "rb+") as fh:
+        with contextlib.suppress(ImportError):
+            import fcntl
+
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            validate_record(json.loads(data[start:].decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, TypeError):
+            fh.truncate(start)
+            log(
+                f"mend     {records_path}: dropped its cut last line ({len(data) - start} bytes, "
+                "a record a crash left half-written); its run is scored again"
+            )
+        else:
+            fh.write(b"\n")
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path, log, what: str):
+    """Hold the run folder ``out`` for this process; wait while another driver holds it.
+
+    Two drivers of one grid (lanes split by ``--seeds`` or ``--methods``) can both need a run, a
+    pre-training shared by every seed above all; trained by both in one folder at once, its log
+    doubles and its checkpoints are replaced under the other. Yields whether it waited.
+    The lock file sits beside the folder (hidden), and the lock goes with the process.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield False
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "a") as fh:
+        waited = False
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"wait     {what} (another process is running it)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            waited = True
+        yield waited
+
+
 def _existing(records_path: Path) -> tuple[set[tuple[str, str]], dict[tuple[str, str], set[str]]]:
     """``(run, config_hash)`` of every record, and per proxy ``(run, config_hash)`` the
     ``init_digest`` of the weights its records scored (records that name them)."""
@@ -1038,9 +1111,14 @@ def run_experiment(
                     f"transfer_stages: {n!r} is not a depth of {cfg['name']} "
                     f"(finetune.transfer_stages: {value!r})"
                 )
+    _check_folder(results_dir, "results_dir")
+    _check_folder(runs_dir, "runs_dir")
     plan = plan_grid(cfg, seeds, methods, variants, transfer_stages)
     records_path = Path(results_dir) / f"{cfg['name']}.jsonl"
+    if records_path.is_dir():
+        raise ValueError(f"results_dir: {records_path} is a folder, not a records file")
     run_root = Path(runs_dir) / cfg["name"]
+    _mend_records(records_path, log)
     done, scored = _existing(records_path)
     digests: dict[str, str | None] = {}  # pre-training run -> digest of its best.pt (None: none)
 
@@ -1077,8 +1155,9 @@ def run_experiment(
     started = time.perf_counter()
     for e in plan:
         e["status"] = "planned"
-    with _data_root(root):
+    with _data_root(root), contextlib.ExitStack() as held:
         for e in plan:
+            held.close()  # the run folder of the previous entry
             if not _needed(e, plan, done, scored, digest_of):
                 e["status"] = "skipped"
                 why = "record exists" if e["kind"] != "pretrain" else "its runs have records"
@@ -1089,6 +1168,24 @@ def run_experiment(
                 log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
                 break
             out = run_root / e["run"]
+            if e["kind"] != "proxy" and held.enter_context(
+                _run_lock(out, log, f"{e['kind']:8s} {e['run']}")
+            ):
+                # Another driver held it: what it finished counts (records, new weights).
+                _mend_records(records_path, log)
+                now_done, now_scored = _existing(records_path)
+                done |= now_done
+                for key, digests_scored in now_scored.items():
+                    scored.setdefault(key, set()).update(digests_scored)
+                digests.pop(e["run"], None)
+                if not _needed(e, plan, done, scored, digest_of):
+                    e["status"] = "skipped"
+                    log(f"skip     {e['kind']:8s} {e['run']} (run meanwhile by another process)")
+                    continue
+                if time_budget is not None and time.perf_counter() - started > time_budget:
+                    left = sum(d["status"] == "planned" for d in plan)
+                    log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
+                    break
             source = source_of(e) if e["kind"] == "pretrain" else None
             if e["kind"] == "pretrain" and _finished(out):
                 log(f"keep     {e['kind']:8s} {e['run']} (finished in an earlier call)")

@@ -26,6 +26,7 @@ __all__ = [
     "all_reduce_sums",
     "barrier",
     "broadcast_object",
+    "check_agree",
     "cleanup",
     "resolve_device",
     "setup",
@@ -170,6 +171,22 @@ def broadcast_object(obj, ctx: Context):
     box = [obj]
     dist.broadcast_object_list(box, src=0, device=ctx.device if ctx.device.type == "cuda" else None)
     return box[0]
+
+
+def check_agree(values: dict, ctx: Context, name: str, hint: str) -> None:
+    """Raise ValueError on every process unless all of them hold the same ``values``.
+
+    Processes that disagree on, e.g., the number of training items run different numbers of
+    steps, and the first collective one of them reaches early waits for the others forever.
+    The message starts with ``name`` (the argument at fault) and ends with ``hint``.
+    """
+    views = all_gather_object(dict(values), ctx)
+    if any(v != views[0] for v in views):
+        seen = "; ".join(
+            f"rank {r}: " + ", ".join(f"{k}={v[k]!r}" for k in sorted(v))
+            for r, v in enumerate(views)
+        )
+        raise ValueError(f"{name}: the {len(views)} processes disagree ({seen}); {hint}")
 
 
 class ResumableSampler(DistributedSampler):

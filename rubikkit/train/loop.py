@@ -325,6 +325,17 @@ def fit(
     amp = bool(amp) and device.type == "cuda"
 
     ckpt = prepare_run(out, config, resume, ctx)
+    # A process that reads other data, or resumes another checkpoint, would run other steps
+    # than the rest, and a collective would wait for it forever: stop before writing anything.
+    D.check_agree(
+        {
+            "n_train": len(train_set),
+            "resume_step": None if ckpt is None else int(ckpt["step"]),
+        },
+        ctx,
+        "data",
+        "every process must read the same training items (and find the same last.pt in out)",
+    )
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
