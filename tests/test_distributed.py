@@ -134,3 +134,21 @@ def test_ranks_that_read_different_data_stop_with_an_error(tmp_path):
         assert f"rank {rank}: data: the 2 processes disagree" in text, text[-3000:]
     assert "n_train=4" in text and "n_train=8" in text
     assert not out.exists()  # stopped before anything was written
+
+
+def test_the_process_group_waits_longer_than_nccls_ten_minutes(monkeypatch):
+    # Validation runs on rank 0 while the others wait in a collective; NCCL's default timeout of
+    # 10 minutes would end a run whose validation takes longer.
+    from datetime import timedelta
+
+    from rubikkit.train import distributed as D
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: seen.update(kw))
+    monkeypatch.setattr(D.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(D.dist, "get_world_size", lambda: 2)
+    ctx = D.setup("cpu")
+    assert ctx.initialised_here and seen["backend"] == "gloo"
+    assert seen["timeout"] >= timedelta(minutes=30)

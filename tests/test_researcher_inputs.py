@@ -212,6 +212,10 @@ def test_a_fresh_run_replaces_what_an_earlier_run_left(tmp_path):
     argv += ["--no-progress", "--data", f"nifti:{root}", "--out", str(out)]
     assert main([*argv, "--max-steps", "2"]) == 0
     (out / "last.pt").unlink()
+    # what a process killed while writing a checkpoint leaves; a user's own file stays
+    (out / ".best.pt.k1l2d3.tmp").write_bytes(b"half a checkpoint")
+    (out / "notes.tmp").write_text("mine")
     assert main([*argv, "--max-steps", "1"]) == 0
+    assert not (out / ".best.pt.k1l2d3.tmp").exists() and (out / "notes.tmp").exists()
     assert load_checkpoint(out / "best.pt")["step"] == 1
     assert [r["step"] for r in read_log(out)] == [1, 1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -33,6 +34,9 @@ __all__ = [
     "unwrap",
     "wrap_model",
 ]
+
+#: How long a process waits in a collective before the run fails (validation on rank 0 included).
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,9 @@ def setup(device: str | torch.device = "auto") -> Context:
     ----------
     device : {"auto", "cpu", "cuda"}
 
-    On CUDA it turns on ``torch.backends.cudnn.benchmark``.
+    On CUDA it turns on ``torch.backends.cudnn.benchmark``. Collectives time out after
+    :data:`COLLECTIVE_TIMEOUT` (NCCL's own default is 10 minutes): validation runs on rank 0
+    while the other ranks wait for its result, and on a large split it may take longer.
 
     Returns
     -------
@@ -104,7 +110,9 @@ def setup(device: str | torch.device = "auto") -> Context:
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group(
+            backend="nccl" if dev.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT
+        )
         here = True
     return Context(dist.get_rank(), dist.get_world_size(), local, dev, here)
 

@@ -343,6 +343,11 @@ def fit(
             # with this one's, and its best.pt would stand while no epoch scores finitely.
             for name in ("log.jsonl", "best.pt", "metrics.json"):
                 (out / name).unlink(missing_ok=True)
+        # A process killed while writing a file of the run leaves its temporary (as large as a
+        # checkpoint) behind; nothing else writes into a run folder while its run starts.
+        for tmp in out.glob(".*.tmp"):
+            if tmp.name.split(".")[1] in ("last", "best", "config", "metrics", "log"):
+                tmp.unlink(missing_ok=True)
         write_json(config, out / "config.json")
     log_path = out / "log.jsonl"
 
