@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -453,10 +454,45 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
     _assert_same_state(a["model"], b["model"])
     for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
         _assert_same_state(sa, sb)
-    # Both logs end with the same training record of the last (partial) epoch.
+    # Both logs end with the same training record of the last (partial) epoch, and the resumed
+    # second epoch's record covers both its batches (the checkpoint kept the first one's sums).
     la = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert la[-2]["loss"] == lb[-2]["loss"] and la[-2]["split"] == "train"
+    train_a, train_b = ({r["step"]: r for r in log if r["split"] == "train"} for log in (la, lb))
+    assert train_a[4]["loss"] == train_b[4]["loss"]
+
+
+def test_resume_after_the_last_batch_logs_the_epoch_once(tmp_path, monkeypatch):
+    # A checkpoint written at an epoch's last batch, then a stop during the validation: the
+    # resumed run runs no batch of that epoch, and logged a second training record for it,
+    # without a loss.
+    P = importlib.import_module("rubikkit.train.pretrain")  # the package exports the function
+    real = P.evaluate_proxy
+    calls = []
+
+    def stop_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(P, "evaluate_proxy", stop_once)
+    with pytest.raises(KeyboardInterrupt):
+        _pretrain(tmp_path / "run", max_steps=4, checkpoint_every=2)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+    _pretrain(tmp_path / "run", max_steps=4, checkpoint_every=2, resume=True)
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["split"]) for r in log if r["split"] == "train"] == [
+        (1, "train"),
+        (2, "train"),
+    ]
+    assert all("loss" in r for r in log)
+    _pretrain(tmp_path / "straight", max_steps=4)
+    straight = [
+        json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()
+    ]
+    assert [r["loss"] for r in log] == [r["loss"] for r in straight]
 
 
 def test_pretraining_without_validation_keeps_the_last_epoch(tmp_path):

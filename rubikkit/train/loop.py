@@ -149,6 +149,35 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def _partial(sums: dict, n_items: int, data_s: float, t_epoch: float) -> dict:
+    """The sums of the epoch under way, as a checkpoint keeps them for a resumed run."""
+    return {
+        "sums": dict(sums),
+        "n": int(n_items),
+        "data_s": float(data_s),
+        "wall_s": time.perf_counter() - t_epoch,
+    }
+
+
+def _logged(path: Path, record: dict) -> bool:
+    """Whether the log already holds the training record of ``record``'s epoch and step (a run
+    resumed from a checkpoint written after the epoch's last batch logged it before it stopped)."""
+    if not path.is_file():
+        return False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if (r.get("split"), r.get("epoch"), r.get("step")) == (
+            "train",
+            record["epoch"],
+            record["step"],
+        ):
+            return True
+    return False
+
+
 def _append_log(path: Path, record: dict) -> None:
     line = json.dumps(_no_nan(_jsonable(record)), allow_nan=False)
     with open(path, "a", encoding="utf-8") as fh:
@@ -355,6 +384,9 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     gen = torch.Generator().manual_seed(derived_seed(seed, ctx.rank, 1))
     state = _State()
+    # This process's sums over the batches of the epoch under way when the checkpoint was
+    # written, so that a resumed epoch's training record covers the whole epoch.
+    resumed_partial: dict | None = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -370,6 +402,9 @@ def fit(
         rngs = ckpt.get("rng") or []
         if int(ckpt.get("world_size", 1)) == ctx.world_size and len(rngs) == ctx.world_size:
             restore_rng_state(rngs[ctx.rank], {"step": gen})
+            partials = ckpt.get("partial") or []
+            if state.batch and len(partials) == ctx.world_size:
+                resumed_partial = partials[ctx.rank]
         else:
             warnings.warn(
                 f"resume: the checkpoint was written by {ckpt.get('world_size', 1)} processes, "
@@ -405,9 +440,11 @@ def fit(
     def elapsed() -> float:
         return state.wall_s + time.perf_counter() - start_time
 
-    def save(path_names: tuple[str, ...]) -> None:
-        # Every rank's random states go into the checkpoint (a collective call), rank 0 writes.
+    def save(path_names: tuple[str, ...], partial: dict | None = None) -> None:
+        # Every rank's random states and sums of the epoch under way go into the checkpoint
+        # (collective calls), rank 0 writes.
         rngs = D.all_gather_object(rng_state({"step": gen}), ctx)
+        partials = D.all_gather_object(partial if state.batch else None, ctx)
         if not ctx.is_main:
             return
         payload = {
@@ -419,6 +456,7 @@ def fit(
             "batch": state.batch,
             "config": json.loads(json.dumps(config, default=_json_default)),
             "rng": rngs,
+            "partial": partials,
             "best": _jsonable(state.best),
             "world_size": ctx.world_size,
             "wall_s": elapsed(),
@@ -446,6 +484,14 @@ def fit(
         n_items = 0
         data_s = 0.0
         t_epoch = time.perf_counter()
+        resumed_at_end = False  # the checkpoint came after the epoch's last batch
+        if resumed_partial is not None:
+            sums = dict(resumed_partial["sums"])
+            n_items = int(resumed_partial["n"])
+            data_s = float(resumed_partial["data_s"])
+            t_epoch -= float(resumed_partial["wall_s"])
+            resumed_at_end = state.batch >= per_epoch
+            resumed_partial = None
         remaining = per_epoch - state.batch
         bar = tqdm(
             total=remaining,
@@ -479,13 +525,14 @@ def fit(
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
             if checkpoint_every and state.step % checkpoint_every == 0:
-                save(("last.pt",))
+                save(("last.pt",), _partial(sums, n_items, data_s, t_epoch))
             if max_steps is not None and state.step >= max_steps:
                 break
             t_wait = time.perf_counter()
         bar.close()
         wall = time.perf_counter() - t_epoch
         completed = state.batch >= per_epoch
+        partial = None if completed else _partial(sums, n_items, data_s, t_epoch)
         sums["_n"] = float(n_items)
         sums["_data_s"] = data_s
         sums["_wall_s"] = wall
@@ -504,7 +551,7 @@ def fit(
             "data_wait_frac": data_total / max(wall_total, 1e-9),
             "time_s": elapsed(),
         }
-        if ctx.is_main:
+        if ctx.is_main and not (resumed_at_end and _logged(log_path, record)):
             _append_log(log_path, record)
         last_metrics = {"train": train_metrics}
         val_metrics = None
@@ -547,7 +594,10 @@ def fit(
         is_best = D.broadcast_object(is_best, ctx)
         state.best = D.broadcast_object(state.best, ctx)
         # "last": best.pt is written once, from the final last.pt (below), not every epoch.
-        save(("last.pt", "best.pt") if is_best and selection.mode != "last" else ("last.pt",))
+        save(
+            ("last.pt", "best.pt") if is_best and selection.mode != "last" else ("last.pt",),
+            partial,
+        )
         D.barrier(ctx)
 
     if selection.mode == "last" and last_metrics and ctx.is_main:
