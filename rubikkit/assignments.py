@@ -398,6 +398,8 @@ def check(notebook: str | os.PathLike, timeout: float = 600.0) -> CheckReport:
         ``report.ok`` is True when every cell passed.
     """
     path = Path(notebook)
+    if not path.exists():
+        raise ValueError(f"notebook: {path} does not exist")
     if not path.is_file() or path.suffix != ".ipynb":
         raise ValueError(f"notebook: {path} is not a notebook file (.ipynb)")
     if not 0 < timeout < float("inf"):

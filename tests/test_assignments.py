@@ -309,6 +309,9 @@ def test_a_file_that_is_not_a_notebook_is_named(tmp_path, capsys, text, why):
     assert main(["assignments", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "notebook: " in err and "b_bad.ipynb" in err and "Traceback" not in err
+    # a mistyped path is said to be missing, not to be something other than a notebook
+    assert main(["assignments", "check", str(tmp_path / "b_bda.ipynb")]) == 2
+    assert "b_bda.ipynb does not exist" in capsys.readouterr().err
 
 
 def test_release_into_an_unwritable_place_names_dest(tmp_path, capsys):
