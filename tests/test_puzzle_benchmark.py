@@ -94,3 +94,30 @@ def test_host_table_gives_the_small_calls_device_time(bench):
     text = bench.host_table(rows, 16)
     assert "| CUDA kernel | 8.0 | 25% |" in text
     assert "| device-to-device copy of the output | 2.0 | 100% |" in text
+
+
+class _Parsed(Exception):
+    """Raised in place of running a benchmark once its command line is parsed."""
+
+
+def test_make_bench_runs_only_scripts_that_need_no_arguments(monkeypatch):
+    # `make bench` ran every benchmarks/*.py, and stopped at finetune_step.py, which needs configs.
+    import argparse
+
+    listed = re.search(r"^BENCHMARKS := (.+)$", (REPO / "Makefile").read_text(), re.M)
+    scripts = listed.group(1).split()
+    assert scripts and all((REPO / s).is_file() for s in scripts)
+    parse = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        parse(self, [], namespace)  # SystemExit when an argument is required
+        raise _Parsed
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    for script in scripts:
+        spec = importlib.util.spec_from_file_location(Path(script).stem + "_bench", REPO / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with pytest.raises(_Parsed):
+            module.main([])
