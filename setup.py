@@ -8,13 +8,15 @@ Environment switches
 RUBIKKIT_NO_EXT=1   build no extension at all (rubikkit then warns once and uses the numpy reference).
 RUBIKKIT_CUDA=1     require the CUDA kernels (fail if nvcc is missing); =0 skip them; unset: build
                     them when ``nvcc`` is found on PATH or in CUDA_HOME/bin.
-RUBIKKIT_CUDA_ARCH  semicolon-separated compute capabilities, default "75;80;86;89;90"
-                    (sm_75 and newer; PTX for the newest is embedded for forward compatibility).
+RUBIKKIT_CUDA_ARCH  semicolon-separated compute capabilities ("80;90", "8.0;9.0a"), default
+                    "75;80;86;89;90" (sm_75 and newer; PTX for the newest is embedded for forward
+                    compatibility). A change of them recompiles the CUDA kernels.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,9 +24,15 @@ from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CCompilerError, CompileError, ExecError
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
+# Said when a build step fails: the compiler's own message is printed above this one.
+NO_EXT_HINT = (
+    "set RUBIKKIT_NO_EXT=1 to install without the extension "
+    "(rubikkit then runs the numpy reference, slower, and warns once)"
+)
 
 
 def _find_nvcc() -> str | None:
@@ -72,6 +80,18 @@ def _cudart_dir(nvcc: str) -> Path:
     )
 
 
+def _cuda_archs() -> list[str]:
+    """RUBIKKIT_CUDA_ARCH as nvcc's architecture names: "8.0;90a" gives ["80", "90a"]."""
+    raw = os.environ.get("RUBIKKIT_CUDA_ARCH", "75;80;86;89;90")
+    archs = [a.strip().replace(".", "") for a in raw.split(";") if a.strip()]
+    if not archs or not all(re.fullmatch(r"\d+[af]?", a) for a in archs):
+        raise CompileError(
+            f"rubikkit: RUBIKKIT_CUDA_ARCH={raw!r}: expected compute capabilities separated by ';', "
+            'e.g. "80;90" or "8.0;9.0a"'
+        )
+    return archs
+
+
 def _want_cuda() -> str | None:
     flag = os.environ.get("RUBIKKIT_CUDA", "").strip()
     nvcc = _find_nvcc()
@@ -91,7 +111,13 @@ class BuildExt(build_ext):
             cu_sources = [s for s in ext.sources if s.endswith(".cu")]
             ext.sources = [s for s in ext.sources if not s.endswith(".cu")]
             if nvcc and cu_sources:
-                cu_objects = self._nvcc_compile(nvcc, cu_sources, ext.include_dirs)
+                try:
+                    cu_objects = self._nvcc_compile(nvcc, cu_sources, ext.include_dirs)
+                except (OSError, subprocess.CalledProcessError) as exc:
+                    raise CompileError(
+                        "rubikkit: nvcc could not compile the CUDA kernels; set RUBIKKIT_CUDA=0 "
+                        f"to build the CPU extension only, or {NO_EXT_HINT}. The failure: {exc}"
+                    ) from exc
                 ext.extra_objects = list(ext.extra_objects or []) + cu_objects
                 # build_ext relinks only when a source or dependency is newer than the module:
                 # a rebuilt .cu object must count, or a change to a kernel alone never lands.
@@ -104,35 +130,53 @@ class BuildExt(build_ext):
                 print(f"rubikkit: building CUDA kernels with {nvcc}")
             else:
                 print("rubikkit: building the CPU extension only (no nvcc, or RUBIKKIT_CUDA=0)")
-        super().build_extensions()
+        try:
+            super().build_extensions()
+        except (CCompilerError, ExecError, OSError) as exc:
+            raise CompileError(
+                "rubikkit: building rubikkit._C failed; it needs a C++17 compiler with OpenMP "
+                f"(g++ or clang++, named by CXX); {NO_EXT_HINT}. The failure: {exc}"
+            ) from exc
 
     def _nvcc_compile(self, nvcc, sources, include_dirs):
-        archs = os.environ.get("RUBIKKIT_CUDA_ARCH", "75;80;86;89;90").split(";")
+        archs = _cuda_archs()
         gencode = []
         for a in archs:
-            a = a.strip().replace(".", "")
-            if a:
-                gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
-        newest = max(int(a.strip().replace(".", "")) for a in archs if a.strip())
+            gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+        # PTX of the newest plain architecture ("90" for "90a", whose PTX would not run elsewhere).
+        newest = max(int(a.rstrip("af")) for a in archs)
         gencode += ["-gencode", f"arch=compute_{newest},code=compute_{newest}"]
+        flags = [
+            "-O3", "-std=c++17", "--expt-relaxed-constexpr",
+            "-Xcompiler", "-fPIC", "-DRUBIKKIT_WITH_CUDA=1",
+        ]  # fmt: skip
         objects = []
         build_dir = Path(self.build_temp) / "cuda"
         build_dir.mkdir(parents=True, exist_ok=True)
         headers = [p.stat().st_mtime for p in CSRC.rglob("*.h")]
         for src in sources:
             obj = build_dir / (Path(src).stem + "_cu.o")
+            # The object is reused only if made by the same nvcc with the same flags: a build for
+            # other RUBIKKIT_CUDA_ARCH architectures must not link the last build's kernels.
+            stamp = obj.with_suffix(".cmd")
+            made_by = " ".join([nvcc, src, *flags, *gencode])
             newest_input = max([Path(src).stat().st_mtime, *headers])
-            if obj.exists() and obj.stat().st_mtime >= newest_input and not self.force:
+            if (
+                obj.exists()
+                and obj.stat().st_mtime >= newest_input
+                and stamp.exists()
+                and stamp.read_text() == made_by
+                and not self.force
+            ):
                 objects.append(str(obj))
                 continue
             cmd = [
-                nvcc, "-c", src, "-o", str(obj),
-                "-O3", "-std=c++17", "--expt-relaxed-constexpr",
-                "-Xcompiler", "-fPIC", "-DRUBIKKIT_WITH_CUDA=1",
+                nvcc, "-c", src, "-o", str(obj), *flags,
                 *[f"-I{d}" for d in include_dirs], *gencode,
             ]  # fmt: skip
             print(" ".join(cmd))
             subprocess.check_call(cmd)
+            stamp.write_text(made_by)
             objects.append(str(obj))
         return objects
 
@@ -140,7 +184,14 @@ class BuildExt(build_ext):
 def _extensions():
     if os.environ.get("RUBIKKIT_NO_EXT", "") == "1":
         return []
-    from pybind11.setup_helpers import Pybind11Extension
+    try:
+        from pybind11.setup_helpers import Pybind11Extension
+    except ImportError as exc:  # --no-build-isolation in an environment without it
+        raise SystemExit(
+            f"rubikkit: building rubikkit._C needs pybind11 ({exc}). With --no-build-isolation, "
+            'install the build requirements first: pip install "setuptools>=68" wheel '
+            f'"pybind11>=2.12"; or {NO_EXT_HINT}'
+        ) from exc
 
     cpp = sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.cpp"))
     cu = sorted(str(p.relative_to(ROOT)) for p in CSRC.rglob("*.cu"))

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 from rubikkit import RubikkitWarning
 
@@ -24,7 +25,27 @@ def load() -> tuple[object | None, str | None]:
     try:
         return importlib.import_module("rubikkit._C"), None
     except ImportError as exc:  # not built, or built for another Python
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, missing_reason(exc, Path(__file__).parent)
+
+
+def missing_reason(exc: ImportError, package_dir: Path) -> str:
+    """Why ``rubikkit._C`` did not import, said so that a user knows what to do.
+
+    "No module named 'rubikkit._C'" alone does not tell a module never built from one built for
+    another Python (a ``_C.cpython-310-*.so`` that a 3.11 interpreter does not look for).
+    """
+    if not (isinstance(exc, ModuleNotFoundError) and exc.name == "rubikkit._C"):
+        return f"{type(exc).__name__}: {exc}"  # the module is there but does not load
+    others = sorted(p.name for p in Path(package_dir).glob("_C.*") if p.suffix in (".so", ".pyd"))
+    if others:
+        return (
+            f"not built for Python {sys.version_info.major}.{sys.version_info.minor}: "
+            f"{package_dir} holds only {', '.join(others)}"
+        )
+    return (
+        f"not built: no compiled _C module in {package_dir} (installed with RUBIKKIT_NO_EXT=1, "
+        "or a checkout where `make build` has not run)"
+    )
 
 
 def extension():
@@ -92,7 +113,9 @@ def warn_fallback(op: str, fallback: str) -> None:
     reason = load()[1] or "the extension lacks this kernel"
     warnings.warn(
         f"rubikkit: compiled kernel for {op!r} unavailable ({reason}); using {fallback}. "
-        "Build it with `make build` (or `pip install -e .`); `rubikkit info` shows the state.",
+        "Build it with `make build` in a checkout, or reinstall rubikkit where a C++17 compiler "
+        "(and nvcc, for the CUDA kernels) is found: see the README's Installation details; "
+        "`rubikkit info` shows the state.",
         RubikkitWarning,
         stacklevel=3,
     )
