@@ -13,12 +13,15 @@
 # comma-separated seeds, e.g. `... 570 experiments/adrenal28_ssl_resnet18.json rubik:0 scratch:0,1`
 # (a method with pre-training runs it, its proxy evaluation and its fine-tunings).
 # DEADLINE_S: seconds after the start when a run still going is stopped (its record is then not
-# written; the records already written stay). Each lane gets nproc / lanes CPU threads.
+# written; the records already written stay). Each lane gets nproc / lanes CPU threads. The data
+# of a config that reads a dataset other than the phantoms must lie under RUBIKKIT_DATA (default
+# .device_data, `make device-data`), or the script stops at once (status 2).
 #
 # CHECKS=1 (environment): once the kernels have joined, run the puzzle benchmark (`--write`) with
 # the lanes' processes paused (SIGSTOP, then SIGCONT) so that it times a quiet GPU; the paused
-# seconds count in the wall time of the runs going then (the log says how long). INSTALL=0 skips
-# the build (and with it the tests and the benchmark): the lanes use whatever module the tree has.
+# seconds count in the wall time of the runs going then (the log says how long; the benchmark is
+# stopped at DEADLINE_S). INSTALL=0 skips the build (and with it the tests and the benchmark): the
+# lanes use whatever module the tree has.
 # EXTRA (environment) is added to every `rubikkit experiment run` (e.g. `--max-steps 2`).
 #
 # A second call on the still-warm machine finds runs/ as the first left it (ignored paths stay), so
@@ -56,12 +59,25 @@ for lane in "$@"; do
     '' | *[!a-z0-9_,]* | ,* | *, | *,,*) echo "LANE: expected METHODS like scratch or rubik,ordering, got '$lane'" >&2; exit 2 ;;
   esac
 done
+data=${RUBIKKIT_DATA:-$PWD/.device_data}
+# A dataset other than the phantoms is read from the data root: missing, every run would fail.
+for spec in $(sed -n 's/.*"data": *"\([^"]*\)".*/\1/p' "$cfg"); do
+  case "$spec" in
+    phantoms:* | *:/* | *:~*) continue ;;
+    medmnist3d:*) need=$data/medmnist3d ;;
+    *) need=$data/${spec#*:} ;;
+  esac
+  [ -e "$need" ] || {
+    echo "DATA: $cfg reads $spec from $need, which is missing (make device-data, carry .device_data)" >&2
+    exit 2
+  }
+done
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 logs=$(mktemp -d)
 py=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-export RUBIKKIT_DATA=${RUBIKKIT_DATA:-$PWD/.device_data}
+export RUBIKKIT_DATA=$data
 threads=$(($(nproc) / $#))
 [ "$threads" -ge 1 ] || threads=1
 name=$(basename "$cfg" .json)
@@ -95,10 +111,13 @@ checks() {
   cp "$stage/rubikkit/$so" "rubikkit/.$so.part" && mv "rubikkit/.$so.part" "rubikkit/$so"
   echo "== $SECONDS s: kernels built and tested; runs starting from now use them"
   [ "${CHECKS:-0}" = 1 ] || return 0
-  local t0=$SECONDS
+  local t0=$SECONDS left=$((deadline - SECONDS))
+  [ "$left" -gt 0 ] || return 0
   pkill -STOP -f "rubikkit experiment run" || true
   echo "== $SECONDS s: lanes paused for the puzzle benchmark"
-  "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write \
+  # Bounded: the paused lanes' timeouts are paused too, so a benchmark that hung would hold the
+  # lanes, and the call, past the deadline.
+  timeout "$left" "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write \
     --note "training processes of $name paused (SIGSTOP) during the run" \
     >"$logs/puzzle_bench.log" 2>&1 || echo "== puzzle benchmark failed"
   pkill -CONT -f "rubikkit experiment run" || true

@@ -10,6 +10,8 @@
 # then run, from the repository root of the GPU machine, carrying .device_data:
 #     bash experiments/device_run.sh BUDGET_S experiments/adrenal28_scratch_resnet18.json [...]
 # and copy $OUT/*.jsonl back into results/ (each is the whole file: old records plus new ones).
+# A config that reads a dataset other than the phantoms stops the script at once (status 2) when
+# that dataset is missing under RUBIKKIT_DATA (default .device_data).
 #
 # BUDGET_S: seconds after which the grids start no further run (a run already going finishes),
 # so leave room for the longest single run under the call's own time limit.
@@ -37,15 +39,29 @@ shift
 case "$budget" in
   '' | *[!0-9]*) echo "BUDGET_S: expected whole seconds, got '$budget'" >&2; exit 2 ;;
 esac
+steps=" ${STEPS:-install test bench exp} "
+data=${RUBIKKIT_DATA:-$PWD/.device_data}
 for cfg in "$@"; do
   [ -f "$cfg" ] || { echo "CONFIG: $cfg not found" >&2; exit 2; }
+  [[ $steps == *" exp "* ]] || continue
+  # A dataset other than the phantoms is read from the data root: missing, every run would fail.
+  for spec in $(sed -n 's/.*"data": *"\([^"]*\)".*/\1/p' "$cfg"); do
+    case "$spec" in
+      phantoms:* | *:/* | *:~*) continue ;;
+      medmnist3d:*) need=$data/medmnist3d ;;
+      *) need=$data/${spec#*:} ;;
+    esac
+    [ -e "$need" ] || {
+      echo "DATA: $cfg reads $spec from $need, which is missing (make device-data, carry .device_data)" >&2
+      exit 2
+    }
+  done
 done
-steps=" ${STEPS:-install test bench exp} "
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 log="$out/device_run.log"
 export PYTHONUNBUFFERED=1
-export RUBIKKIT_DATA=${RUBIKKIT_DATA:-$PWD/.device_data}
+export RUBIKKIT_DATA=$data
 export RUBIKKIT_TEST_DATA=${RUBIKKIT_TEST_DATA:-$RUBIKKIT_DATA}
 py=${PYTHON:-python3}
 kernel_failed=0
@@ -81,7 +97,7 @@ install() {
     # The prefixes test_extension_has_one_cxx_runtime_of_its_own_choosing counts as leaked.
     echo "exported C++ runtime symbols: $(nm -D --defined-only rubikkit/_C*.so | grep -c -E ' (__cxa_|__gxx_)')"
   } 2>&1 | tee -a "$log" || true
-  "$py" -m rubikkit info 2>&1 | tee -a "$log"
+  "$py" -m rubikkit info 2>&1 | tee -a "$log" || say "rubikkit info failed"
 }
 
 tests_and_benchmarks() {
@@ -107,10 +123,13 @@ tests_and_benchmarks() {
   fi
   if [[ $steps == *" bench "* ]]; then
     say "benchmarks"
-    "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 20 | tee -a "$log"
+    # A benchmark that fails is logged; it does not end the call (the grids may still be to run).
+    "$py" benchmarks/puzzle.py --runs 1 --pause 0 --write 2>&1 | tail -n 20 | tee -a "$log" ||
+      say "puzzle benchmark failed"
     cp benchmarks/RESULTS.md "$out/"
     if [ "${PLAN:-0}" != 1 ] || [ "$(elapsed)" -lt "$budget" ]; then
-      "$py" benchmarks/pretrain.py --device cuda --write 2>&1 | tail -n 8 | tee -a "$log"
+      "$py" benchmarks/pretrain.py --device cuda --write 2>&1 | tail -n 8 | tee -a "$log" ||
+        say "pre-training benchmark failed"
       cp benchmarks/RESULTS.md "$out/"
     fi
   fi
