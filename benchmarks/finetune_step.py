@@ -82,7 +82,9 @@ def time_steps(settings: dict, device: torch.device, warmup: int, steps: int) ->
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((bs, *tuple(sample.shape)), generator=gen).to(device)
-    y = torch.randint(0, n_classes, (bs,), generator=gen).to(device)
+    # a class per volume, or per voxel for the segmentation heads
+    per = tuple(sample.shape[1:]) if settings["head"] in ("unet", "duc") else ()
+    y = torch.randint(0, n_classes, (bs, *per), generator=gen).to(device)
     flops = _flops_per_step(model, x, y)
 
     def step():

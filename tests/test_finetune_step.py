@@ -84,3 +84,22 @@ def test_plan_rejects_bad_arguments(finetune_step, tmp_path):
     for bad in (["--plan", "0"], ["--epochs", "1"], ["--steps", "0"]):
         with pytest.raises(SystemExit):
             finetune_step.main([str(path), "--device", "cpu", *bad])
+
+
+@pytest.mark.parametrize("head", ["unet", "duc"])
+def test_a_segmentation_step_is_timed_with_voxel_labels(finetune_step, head):
+    # It drew one label per volume, and cross-entropy refused a (B, K, D, H, W) output: PLAN=1
+    # failed on every segmentation config.
+    import torch
+
+    settings = {
+        "data": "phantoms:tumour",
+        "data_options": {"n": 4, "size": 16},
+        "backbone": "vgg3d",
+        "backbone_options": {"widths": [4, 8]},
+        "batch_size": 2,
+        "head": head,
+        "lr": 1e-3,
+    }
+    timed = finetune_step.time_steps(settings, torch.device("cpu"), warmup=0, steps=1)
+    assert timed["step_s"] > 0
