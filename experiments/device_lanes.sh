@@ -15,7 +15,8 @@
 # DEADLINE_S: seconds after the start when a run still going is stopped (its record is then not
 # written; the records already written stay). Each lane gets nproc / lanes CPU threads. The data
 # of a config that reads a dataset other than the phantoms must lie under RUBIKKIT_DATA (default
-# .device_data, `make device-data`), or the script stops at once (status 2).
+# .device_data, `make device-data`), or the script stops at once (status 2). It ends with status 1
+# when a run failed other than by the deadline (the records and logs still come back).
 #
 # CHECKS=1 (environment): once the kernels have joined, run the puzzle benchmark (`--write`) with
 # the lanes' processes paused (SIGSTOP, then SIGCONT) so that it times a quiet GPU; the paused
@@ -136,8 +137,12 @@ lane() {
     echo "== $SECONDS s: $methods seed $seed (stopped after $left s)"
     # shellcheck disable=SC2086  # EXTRA is split into arguments on purpose
     OMP_NUM_THREADS=$threads timeout "$left" "$py" -m rubikkit experiment run "$cfg" \
-      --seeds "$seed" --methods "$methods" --device auto --no-progress $extra ||
-      echo "== $SECONDS s: stopped: $methods seed $seed"
+      --seeds "$seed" --methods "$methods" --device auto --no-progress $extra || {
+      rc=$?
+      echo "== $SECONDS s: stopped: $methods seed $seed (status $rc)"
+      # 124 is the deadline; any other status is a failure, which the call's status reports.
+      [ "$rc" -eq 124 ] || echo "$methods seed $seed: status $rc" >>"$logs/failed"
+    }
   done
   echo "== $SECONDS s: lane done"
 }
@@ -185,3 +190,8 @@ else
 fi
 tail -n 4 "$logs"/lane*.log "$logs/checks.log" 2>/dev/null || true
 [ ! -f "$logs/puzzle_bench.log" ] || tail -n 25 "$logs/puzzle_bench.log"
+if [ -f "$logs/failed" ]; then
+  echo "runs that failed (not stopped by the deadline; see the lane logs in logs.tgz):"
+  cat "$logs/failed"
+  exit 1
+fi

@@ -157,3 +157,25 @@ def test_device_lanes_ends_at_the_deadline_when_the_paused_benchmark_hangs(tmp_p
         assert "./lane1.log" in tar.getnames()
     assert (tree / "rubikkit" / "_C.fake.so").is_file()
     assert os.listdir(out)
+
+
+@pytest.mark.parametrize("status, call_status", [(0, 0), (124, 0), (1, 1)])
+def test_device_lanes_status_says_whether_a_run_failed(tmp_path, status, call_status):
+    # It ended with status 0 when every run failed; only the lane logs said so. A run stopped by
+    # the deadline (timeout's 124) is no failure.
+    tree = tmp_path / "tree"
+    (tree / "experiments").mkdir(parents=True)
+    shutil.copy(REPO / "experiments" / "device_lanes.sh", tree / "experiments")
+    (tree / "experiments" / "t.json").write_text('{"name": "t", "data": "phantoms:tumour"}')
+    py = _fake_python(
+        tmp_path, f'  "-m rubikkit experiment run"*) exit {status} ;;\n  *) echo "fake: $a" ;;'
+    )
+    env = {"PYTHON": py, "OUT": str(tmp_path / "out"), "INSTALL": "0"}
+    proc = _run("device_lanes.sh", "120", "experiments/t.json", "0", "rubik:1", env=env, cwd=tree)
+    assert proc.returncode == call_status, proc.stdout + proc.stderr
+    failed = "runs that failed" in proc.stdout
+    assert failed == bool(call_status), proc.stdout
+    if failed:
+        assert "scratch seed 0: status 1" in proc.stdout and "rubik seed 1: status 1" in proc.stdout
+    with tarfile.open(tmp_path / "out" / "logs.tgz") as tar:  # the logs come back either way
+        assert {"./lane1.log", "./lane2.log"} <= set(tar.getnames())
