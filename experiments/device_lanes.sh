@@ -61,18 +61,9 @@ for lane in "$@"; do
   esac
 done
 data=${RUBIKKIT_DATA:-$PWD/.device_data}
-# A dataset other than the phantoms is read from the data root: missing, every run would fail.
-for spec in $(sed -n 's/.*"data": *"\([^"]*\)".*/\1/p' "$cfg"); do
-  case "$spec" in
-    phantoms:* | *:/* | *:~*) continue ;;
-    medmnist3d:*) need=$data/medmnist3d ;;
-    *) need=$data/${spec#*:} ;;
-  esac
-  [ -e "$need" ] || {
-    echo "DATA: $cfg reads $spec from $need, which is missing (make device-data, carry .device_data)" >&2
-    exit 2
-  }
-done
+# shellcheck source=experiments/device_data_check.sh
+. experiments/device_data_check.sh
+check_data "$cfg" "$data"
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"
 logs=$(mktemp -d)

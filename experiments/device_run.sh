@@ -41,21 +41,11 @@ case "$budget" in
 esac
 steps=" ${STEPS:-install test bench exp} "
 data=${RUBIKKIT_DATA:-$PWD/.device_data}
+# shellcheck source=experiments/device_data_check.sh
+. experiments/device_data_check.sh
 for cfg in "$@"; do
   [ -f "$cfg" ] || { echo "CONFIG: $cfg not found" >&2; exit 2; }
-  [[ $steps == *" exp "* ]] || continue
-  # A dataset other than the phantoms is read from the data root: missing, every run would fail.
-  for spec in $(sed -n 's/.*"data": *"\([^"]*\)".*/\1/p' "$cfg"); do
-    case "$spec" in
-      phantoms:* | *:/* | *:~*) continue ;;
-      medmnist3d:*) need=$data/medmnist3d ;;
-      *) need=$data/${spec#*:} ;;
-    esac
-    [ -e "$need" ] || {
-      echo "DATA: $cfg reads $spec from $need, which is missing (make device-data, carry .device_data)" >&2
-      exit 2
-    }
-  done
+  [[ $steps != *" exp "* ]] || check_data "$cfg" "$data"
 done
 out=${OUT:-$(mktemp -d)}
 mkdir -p "$out"

@@ -1155,6 +1155,15 @@ def run_experiment(
     started = time.perf_counter()
     for e in plan:
         e["status"] = "planned"
+
+    def budget_spent() -> bool:
+        """True (and logged) once ``time_budget`` is spent: no further run starts."""
+        if time_budget is None or time.perf_counter() - started <= time_budget:
+            return False
+        left = sum(d["status"] == "planned" for d in plan)
+        log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
+        return True
+
     with _data_root(root), contextlib.ExitStack() as held:
         for e in plan:
             held.close()  # the run folder of the previous entry
@@ -1163,9 +1172,7 @@ def run_experiment(
                 why = "record exists" if e["kind"] != "pretrain" else "its runs have records"
                 log(f"skip     {e['kind']:8s} {e['run']} ({why})")
                 continue
-            if time_budget is not None and time.perf_counter() - started > time_budget:
-                left = sum(d["status"] == "planned" for d in plan)
-                log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
+            if budget_spent():
                 break
             out = run_root / e["run"]
             if e["kind"] != "proxy" and held.enter_context(
@@ -1182,9 +1189,7 @@ def run_experiment(
                     e["status"] = "skipped"
                     log(f"skip     {e['kind']:8s} {e['run']} (run meanwhile by another process)")
                     continue
-                if time_budget is not None and time.perf_counter() - started > time_budget:
-                    left = sum(d["status"] == "planned" for d in plan)
-                    log(f"stop     time budget of {time_budget:g} s spent; {left} runs not started")
+                if budget_spent():
                     break
             source = source_of(e) if e["kind"] == "pretrain" else None
             if e["kind"] == "pretrain" and _finished(out):

@@ -130,7 +130,7 @@ def test_device_lanes_ends_at_the_deadline_when_the_paused_benchmark_hangs(tmp_p
     tree = tmp_path / "tree"
     for d in ("experiments", "benchmarks", "rubikkit"):
         (tree / d).mkdir(parents=True)
-    for script in ("device_run.sh", "device_lanes.sh"):
+    for script in ("device_run.sh", "device_lanes.sh", "device_data_check.sh"):
         shutil.copy(REPO / "experiments" / script, tree / "experiments" / script)
     (tree / "benchmarks" / "RESULTS.md").write_text("")
     (tree / "experiments" / "t.json").write_text('{"name": "t", "data": "phantoms:tumour"}')
@@ -165,7 +165,8 @@ def test_device_lanes_status_says_whether_a_run_failed(tmp_path, status, call_st
     # the deadline (timeout's 124) is no failure.
     tree = tmp_path / "tree"
     (tree / "experiments").mkdir(parents=True)
-    shutil.copy(REPO / "experiments" / "device_lanes.sh", tree / "experiments")
+    for script in ("device_lanes.sh", "device_data_check.sh"):
+        shutil.copy(REPO / "experiments" / script, tree / "experiments")
     (tree / "experiments" / "t.json").write_text('{"name": "t", "data": "phantoms:tumour"}')
     py = _fake_python(
         tmp_path, f'  "-m rubikkit experiment run"*) exit {status} ;;\n  *) echo "fake: $a" ;;'

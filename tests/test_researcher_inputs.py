@@ -183,8 +183,8 @@ def test_evaluate_names_bad_loader_settings(finetuned, capsys):
     # --workers -1 gave torch's "num_workers option should be non-negative".
     argv = ["evaluate", str(finetuned), "--split", "test", "--device", "cpu", "--no-progress"]
     assert main([*argv, "--workers", "-1"]) == 2
-    assert "workers: expected an int >= 0, got -1" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
+    assert "workers: must be >= 0, got -1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch_size: must be >= 1, got 0"):
         evaluate(finetuned, split="test", batch_size=0, progress=False)
 
 

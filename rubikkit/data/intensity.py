@@ -150,12 +150,18 @@ def zscore(x, mask=None, eps: float = 1e-8) -> np.ndarray:
 
 
 def _shape3(shape, name: str) -> tuple[int, int, int]:
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),) * 3
-    shape = tuple(int(s) for s in shape)
-    if len(shape) != 3 or min(shape) < 1:
+    """An int or 3 ints as 3 positive ints (D, H, W), or a ValueError naming ``name``."""
+    try:
+        s = (
+            (int(shape),) * 3
+            if isinstance(shape, (int, np.integer))
+            else tuple(int(v) for v in shape)
+        )
+    except (TypeError, ValueError):  # "abc", or not a sequence
+        s = ()
+    if len(s) != 3 or min(s) < 1:
         raise ValueError(f"{name}: expected an int or 3 positive ints (D, H, W), got {shape!r}")
-    return shape  # type: ignore[return-value]
+    return s  # type: ignore[return-value]
 
 
 def resample_to_shape(x, shape, *, order: str = "linear") -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from rubikkit.data.base import VolumeDataset, group_split, mm3
 from rubikkit.data.cache import cached_arrays, file_fingerprint
-from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, window_ct
+from rubikkit.data.intensity import _shape3, meanmax_to_unit, minmax_to_unit, window_ct
 from rubikkit.data.io import load_nifti
 
 __all__ = ["LIDCNodules", "read_xlsx", "resample_around", "voi_metadata"]
@@ -87,15 +87,6 @@ def resample_around(
     mode = "bilinear" if order == "linear" else "nearest"
     out = F.grid_sample(t, grid, mode=mode, padding_mode="zeros", align_corners=False)
     return (out[0, 0].numpy() + pad_value).astype(np.float32)
-
-
-def _shape3(size) -> tuple[int, int, int]:
-    if isinstance(size, (int, np.integer)):
-        return (int(size),) * 3
-    s = tuple(int(v) for v in size)
-    if len(s) != 3 or min(s) < 1:
-        raise ValueError(f"size: expected an int or 3 positive ints, got {size!r}")
-    return s  # type: ignore[return-value]
 
 
 class LIDCNodules(VolumeDataset):
@@ -207,7 +198,7 @@ class LIDCNodules(VolumeDataset):
                 f"{benign_max}, {malignant_min}"
             )
         self.root = root
-        self.shape = _shape3(size)
+        self.shape = _shape3(size, "size")
         sp = (float(spacing),) * 3 if np.isscalar(spacing) else tuple(float(s) for s in spacing)
         if len(sp) != 3 or min(sp) <= 0:
             raise ValueError(f"spacing: expected a positive float or 3 of them, got {spacing!r}")

@@ -23,7 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from rubikkit.data.base import SPLITS, VolumeDataset, group_split
-from rubikkit.data.intensity import meanmax_to_unit, minmax_to_unit, resample_to_shape, zscore
+from rubikkit.data.intensity import (
+    _shape3,
+    meanmax_to_unit,
+    minmax_to_unit,
+    resample_to_shape,
+    zscore,
+)
 from rubikkit.data.io import is_nifti, load_nifti, nifti_stem
 
 __all__ = ["NiftiFolder"]
@@ -78,7 +84,7 @@ class NiftiFolder(VolumeDataset):
         if split not in SPLITS:
             raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
         if size is not None:
-            size = _size3(size)
+            size = _shape3(size, "size")
         self.root, self.split, self.size, self.normalize = root, split, size, normalize
         self.transform = transform
         self.name = f"nifti:{root}"
@@ -237,13 +243,3 @@ def _read_mask(path: Path) -> np.ndarray:
     if m.ndim != 3:
         raise ValueError(f"mask: {path} should be 3D (D, H, W), got shape {m.shape}")
     return np.rint(m).astype(np.int64)
-
-
-def _size3(size) -> tuple[int, int, int]:
-    try:
-        s = (int(size),) * 3 if isinstance(size, (int, np.integer)) else tuple(int(v) for v in size)
-    except (TypeError, ValueError):
-        s = ()
-    if len(s) != 3 or min(s) < 1:
-        raise ValueError(f"size: expected an int or 3 positive ints (D, H, W), got {size!r}")
-    return s  # type: ignore[return-value]

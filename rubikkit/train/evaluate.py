@@ -16,11 +16,11 @@ every rank would score the same split).
 
 from __future__ import annotations
 
-import numbers
 import os
 import time
 from pathlib import Path
 
+from rubikkit.tasks.base import check_int
 from rubikkit.train.checkpoint import load_checkpoint
 from rubikkit.train.distributed import resolve_device
 from rubikkit.train.loop import write_json
@@ -163,11 +163,9 @@ def evaluate(
         raise ValueError(
             f"stage_activity: expected 'running', 'batch' or None, got {stage_activity!r}"
         )
-    for name, value, low in (("workers", workers, 0), ("batch_size", batch_size, 1)):
-        if value is None and name == "batch_size":
-            continue  # the checkpoint's
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    check_int(workers, "workers", 0)
+    if batch_size is not None:  # else the checkpoint's
+        check_int(batch_size, "batch_size", 1)
     t0 = time.perf_counter()
     dev = resolve_device(device)
     use_amp = resolve_amp(amp, dev)

@@ -30,6 +30,7 @@ from rubikkit.train.runs import (
     eval_loader,
     git_commit,
     open_split,
+    open_val_split,
     options_dict,
     resolve_amp,
     run_summary,
@@ -426,17 +427,7 @@ def finetune(
         use_amp = resolve_amp(amp, ctx.device)
         train_full = open_split(data, train_split, data_options, progress=progress)
         _check_head(head, train_full)
-        val_set = (
-            open_split(
-                data,
-                val_split,
-                data_options,
-                progress=progress,
-                hint="; train without validation (--val-split none) or use more volumes",
-            )
-            if val_split
-            else None
-        )
+        val_set = open_val_split(data, val_split, data_options, progress=progress)
         labels = getattr(train_full, "labels", None) if head == "classify" else None
         if head == "classify" and labels is None:
             labels = np.array([int(train_full[i]["label"]) for i in range(len(train_full))])

@@ -22,6 +22,7 @@ from rubikkit.train.runs import (
     eval_loader,
     git_commit,
     open_split,
+    open_val_split,
     options_dict,
     resolve_amp,
     run_summary,
@@ -247,17 +248,7 @@ def pretrain(
     try:
         use_amp = resolve_amp(amp, ctx.device)
         train_set = open_split(data, train_split, data_options, progress=progress)
-        val_set = (
-            open_split(
-                data,
-                val_split,
-                data_options,
-                progress=progress,
-                hint="; train without validation (--val-split none) or use more volumes",
-            )
-            if val_split
-            else None
-        )
+        val_set = open_val_split(data, val_split, data_options, progress=progress)
         proxy = get_task(task, **task_options)
         _check_shape(proxy, train_set, "data")
         seed_everything(seed)

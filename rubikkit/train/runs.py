@@ -23,6 +23,7 @@ __all__ = [
     "collate",
     "eval_loader",
     "open_split",
+    "open_val_split",
     "resolve_amp",
     "run_summary",
     "to_record",
@@ -81,6 +82,15 @@ def open_split(
         # e.g. 3 volumes split 0.7 / 0.1 / 0.2: the validation share rounds to none
         raise ValueError(f"data: {data!r} (split {split!r}): the split holds no items{hint}")
     return dataset
+
+
+def open_val_split(data: str, split: str | None, options: dict | None, *, progress: bool = True):
+    """The validation split of a training run: :func:`open_split`, or None when ``split`` is
+    None; an empty one is an error that says how to train without it."""
+    if not split:
+        return None
+    hint = "; train without validation (--val-split none) or use more volumes"
+    return open_split(data, split, options, progress=progress, hint=hint)
 
 
 def resolve_amp(amp: bool | None, device: torch.device) -> bool:
