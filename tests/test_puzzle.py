@@ -476,6 +476,10 @@ def test_bad_out_raises_naming_out():
         )
     with pytest.raises(TypeError, match="out: dtype"):
         puzzle(tv, origins, cube, perms, rots, out=torch.empty(shape, dtype=torch.float64))
+    grad = torch.zeros(shape, requires_grad=True)
+    with pytest.raises(ValueError, match="out: requires grad"):
+        puzzle(tv, origins, cube, perms, rots, out=grad)
+    assert not grad.any()  # refused before a write
 
 
 def test_unpuzzle_bad_arguments():

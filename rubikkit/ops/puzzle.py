@@ -161,6 +161,13 @@ def _check_out(out, volumes, shape, is_tensor: bool):
             )
         if out.device != volumes.device:
             raise ValueError(f"out: on {out.device}, volumes on {volumes.device}")
+        if out.requires_grad:
+            # The kernel writes through a raw pointer, outside autograd: the written values would
+            # join a graph that knows nothing of them (torch refuses out= with grad likewise).
+            raise ValueError(
+                "out: requires grad; puzzle writes it outside autograd, so pass a tensor "
+                "without requires_grad (or no out)"
+            )
         ok = out.is_contiguous()
     else:
         if not isinstance(out, np.ndarray):
