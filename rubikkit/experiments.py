@@ -79,6 +79,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -1606,7 +1607,9 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     """Markdown for one experiment: a table per protocol, our runs beside published numbers.
 
     Rows are (method, backbone, head), columns label fraction x metric; the settings of the
-    grid in ``cfg`` appear even with no run (cells :data:`~rubikkit.results.MISSING`).
+    grid in ``cfg`` appear even with no run (cells :data:`~rubikkit.results.MISSING`). A table of
+    one shared pre-training seed lists the planned pre-trained rows of that seed; a row whose seed
+    has no table of its own stays, missing, in every table, so no setting of the grid goes unseen.
     """
     name = (cfg or {}).get("name") or (records[0].get("experiment") if records else "?")
     metrics = list((cfg or {}).get("metrics") or sorted({m for r in records for m in r["metrics"]}))
@@ -1614,6 +1617,17 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     pt = (cfg or {}).get("pretrain")
     planned: list[tuple] = []
     fractions: list = []
+    # The seed of each row's shared pre-training (None: scratch, or none shared): a table of one
+    # pre-training seed lists the planned rows of that seed only, as one of a reduced budget
+    # lists no epoch lever (below); the rest have tables of their own.
+    pt_seed: dict[str, int | None] = {}
+    if pt and pt.get("seed") is not None:
+        for m, vs in pt["variants"].items():
+            pt_seed[m] = pt["seed"]
+            for v in vs:
+                pt_seed[method_label(m, v["name"])] = _shared_seed(pt, v)
+        for m in pt["methods"]:
+            pt_seed.setdefault(m, pt["seed"])
     if cfg:
         if ft:
             fractions += [float(f) for f in ft["label_fractions"]]
@@ -1635,8 +1649,11 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
         for v in vs
         if "epochs" in v
     }
+    groups = _protocol_groups(records)
+    seed_re = re.compile(r"one pre-training \(seed (-?\d+)\)")
+    group_seeds = {int(m.group(1)) for proto, _ in groups if (m := seed_re.search(proto or ""))}
     out = []
-    for proto, recs in _protocol_groups(records):
+    for proto, recs in groups:
         rows = summarise(recs)
         fr = list(fractions)
         for r in rows:
@@ -1644,7 +1661,17 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
                 fr.append(r["label_fraction"])
         fr = sorted(set(fr), key=lambda x: _budget_order((x,)))
         pt_budget = (proto or "").partition("pre-train ")[2]
-        settings = [s for s in planned if _as_configured(pt_budget) or s[0] not in epoch_levers]
+        seed = seed_re.search(pt_budget)
+        settings = [
+            s
+            for s in planned
+            if (_as_configured(pt_budget) or s[0] not in epoch_levers)
+            and (
+                seed is None
+                or pt_seed.get(s[0]) in (None, int(seed.group(1)))
+                or pt_seed[s[0]] not in group_seeds  # no table of its own: missing in each
+            )
+        ]
         for r in rows:
             key = (method_label(r["method"], r["variant"]), r["backbone"], r["head"])
             if key not in settings:

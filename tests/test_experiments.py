@@ -574,7 +574,7 @@ def test_variant_runs_records_and_rows(tmp_path):
     # The repeated pre-training has its own table (scratch would join it); the others have none.
     repeat = table[table.index("one pre-training (seed 1)") :].split("\n**tiny**")[0]
     assert "| rubik [seed=1] | vgg3d | classify | 0." in repeat
-    assert "| rubik | vgg3d | classify | – |" in repeat
+    assert "| rubik | vgg3d | classify |" not in repeat  # seed 0's rows are in seed 0's table
     # --pretrain-epochs overrides the variants' epochs too: "long" is the configured run then.
     plan = run_experiment(cfg, pretrain_epochs=1, dry_run=True, **kw)
     assert not any(e.get("variant") == "long" for e in plan)
@@ -1330,6 +1330,41 @@ def test_an_epochs_lever_has_no_row_in_a_reduced_table():
                    method="scratch", head="classify", label_fraction=0.1, pretrain_epochs=None,
                    metrics={"auc": 0.5}, experiment="adrenal28_ssl_cpu")  # fmt: skip
     assert "| rubik [epochs=30] | resnet18 | classify | –" in render_tables([scratch], cfg)
+
+
+def test_a_pretraining_seeds_table_lists_the_planned_rows_of_that_seed_only():
+    # adrenal28_ssl_cpu repeats some pre-trainings with seeds 1-3; each seed gets a table, and
+    # before, every table listed all 23 planned rows, 18 of them empty though their runs existed.
+    cfg = load_config(REPO / "experiments" / "adrenal28_ssl_cpu.json")
+    ft = "fine-tune 100 epochs"
+
+    def rec(method, variant, pt_seed):
+        pt = f", pre-train 10 epochs, one pre-training (seed {pt_seed}) for all seeds"
+        proto = ft if pt_seed is None else ft + pt
+        return dict(method=method, variant=variant, backbone="resnet18", head="classify",
+                    label_fraction=0.1, seed=0, metrics={"auc": 0.5}, protocol=proto,
+                    device="cpu", epochs=100, pretrain_epochs=None if pt_seed is None else 10,
+                    experiment="adrenal28_ssl_cpu")  # fmt: skip
+
+    records = [rec("scratch", None, None), rec("rubik", None, 0), rec("rubik", "seed=2", 2)]
+    text = render_tables(records, cfg)
+    seed0, seed2 = text.split("**adrenal28_ssl_cpu**")[1:3]
+    assert "one pre-training (seed 0)" in seed0 and "one pre-training (seed 2)" in seed2
+    for table in (seed0, seed2):
+        assert "| scratch | resnet18 | classify | – | 0.500 (n=1)" in table
+    # The seed-0 table keeps its planned rows, ran or not, but not seed 2's, which has its own.
+    assert "| rubik | resnet18 | classify | – | 0.500 (n=1)" in seed0
+    assert "| ordering | resnet18 | classify | – | – |" in seed0
+    assert "| rubik [n_perms=10] | resnet18 | classify | – | – |" in seed0
+    assert "rubik [seed=2] |" not in seed0
+    # The seed-2 table lists no seed-0 row ...
+    for row in ("| rubik |", "| ordering |", "| rubik [n_perms=10] |", "| tcpc [crop_jitter=2] |"):
+        assert row not in seed2
+    assert "| rubik [seed=2] | resnet18 | classify | – | 0.500 (n=1)" in seed2
+    # ... and a seed that ran nothing has no table, so its rows stay missing in each of them.
+    for table in (seed0, seed2):
+        assert "| rubik [seed=1] | resnet18 | classify | – | – |" in table
+        assert "| cpc3d [seed=1] | resnet18 | proxy | – |" in table
 
 
 def test_a_pretraining_finished_by_another_experiment_is_reused(tmp_path):
