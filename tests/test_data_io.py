@@ -147,6 +147,33 @@ def test_written_files_get_the_mode_of_any_new_file(tmp_path, umask, mode):
     assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
 
 
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    from rubikkit.data import io as rio
+
+    old = os.umask(0o027)
+    try:
+        assert rio._umask() == 0o027
+        if os.path.exists("/proc/self/status"):  # Linux: read, never set (another thread may write)
+            calls = []
+            monkeypatch.setattr(rio.os, "umask", lambda m: calls.append(m) or 0o027)
+            assert rio._umask() == 0o027 and calls == []
+            monkeypatch.undo()
+        # Without /proc the set-and-restore fallback answers the same and leaves the mask as it was.
+        real_open = open
+
+        def no_proc(file, *args, **kwargs):
+            if file == "/proc/self/status":
+                raise OSError(file)
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", no_proc)
+        assert rio._umask() == 0o027
+        monkeypatch.undo()
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(old)
+
+
 # ----------------------------------------------------------------------------- specs
 def test_parse_spec_and_values():
     assert parse_spec("lidc:some/path") == ("lidc", "some/path")

@@ -25,6 +25,7 @@ import contextlib
 import gzip
 import os
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -215,10 +216,26 @@ def load_volume(path: str | os.PathLike, **kwargs) -> Volume:
     )
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    """The process's umask (read by setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process's umask.
+
+    Linux reports it in ``/proc/self/status``, read without touching it. Elsewhere it can only be
+    read by setting it and setting it straight back: a file another thread creates in between
+    gets the stand-in mask, so that path is a fallback (and serialised among our own writers).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
