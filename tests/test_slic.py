@@ -548,3 +548,34 @@ def test_same_labels_for_any_thread_count():
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(one, slic3d(vol, 80))
+
+
+@pytest.mark.skipif(
+    __import__("numba").config.NUMBA_NUM_THREADS < 2, reason="one core: numba's count is torch's"
+)
+def test_slic_leaves_torch_on_its_thread_count():
+    # numba's OpenMP layer shares libgomp with torch and set its own count (every core) on each
+    # launch: a TCPC run started with OMP_NUM_THREADS=1 trained on with 2 threads after SLIC.
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import numba, numpy as np, torch
+from rubikkit.slic import crop_subvolumes, slic3d
+vol = np.random.default_rng(0).random((16, 16, 16)).astype(np.float32)
+seen = []
+for threads in (None, 2):  # from OMP_NUM_THREADS=1 (as a lane starts), then set by hand
+    if threads is not None:
+        torch.set_num_threads(threads)
+    slic3d(vol, n_segments=8)
+    crop_subvolumes(vol, np.array([[8, 8, 8]]), 4)
+    seen.append(torch.get_num_threads())
+print(seen, numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS)
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "[1, 2] True"

@@ -16,9 +16,12 @@ fixed by the connectivity post-processing.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import sys
 
+import numba
 import numpy as np
 from numba import get_num_threads, parallel_chunksize
 
@@ -28,6 +31,34 @@ from rubikkit.slic import _kernels as K
 WINDOW_STEPS = 2.0
 
 _POLARITIES = ("bright", "dark", "both")
+
+
+def _on_torch_threads(fn):
+    """Run ``fn``'s numba kernels on torch's thread count, and leave torch's count as it was.
+
+    numba's OpenMP threading layer shares libgomp with torch, and each parallel launch sets the
+    OpenMP thread count to numba's own (every core by default, whatever ``OMP_NUM_THREADS``
+    says), which torch then takes for its own. A process started with ``OMP_NUM_THREADS=1`` that
+    ran SLIC once (a TCPC step, a TCPC proxy score) trained on with 2 threads, and beside a second
+    run on a 2-core machine its epochs took 5-7 times as long. Without torch loaded, numba keeps
+    its own count.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        torch = sys.modules.get("torch")
+        budget = torch.get_num_threads() if torch is not None else None
+        before = numba.get_num_threads()
+        if budget is not None:
+            numba.set_num_threads(max(1, min(budget, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            numba.set_num_threads(before)
+            if budget is not None and torch.get_num_threads() != budget:
+                torch.set_num_threads(budget)
+
+    return wrapper
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,6 +263,7 @@ def _tiles(shape, step: float) -> tuple[int, int]:
 # SLIC
 
 
+@_on_torch_threads
 def slic3d(
     volume,
     n_segments: int = 100,
@@ -655,6 +687,7 @@ def lesion_candidates(
 # sub-volumes
 
 
+@_on_torch_threads
 def crop_subvolumes(volume, centres, size, pad_value=0.0) -> np.ndarray:
     """Fixed-size sub-volumes centred on the given voxels, padded where they leave the volume.
 
