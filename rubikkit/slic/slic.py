@@ -40,8 +40,8 @@ def _on_torch_threads(fn):
     OpenMP thread count to numba's own (every core by default, whatever ``OMP_NUM_THREADS``
     says), which torch then takes for its own. A process started with ``OMP_NUM_THREADS=1`` that
     ran SLIC once (a TCPC step, a TCPC proxy score) trained on with 2 threads, and beside a second
-    run on a 2-core machine its epochs took 5-7 times as long. Without torch loaded, numba keeps
-    its own count.
+    run on a 2-core machine its epochs took 5-7 times as long. The kernels use the smaller of the
+    two counts (``numba.set_num_threads`` still lowers it); without torch loaded, numba's alone.
     """
 
     @functools.wraps(fn)
@@ -50,7 +50,7 @@ def _on_torch_threads(fn):
         budget = torch.get_num_threads() if torch is not None else None
         before = numba.get_num_threads()
         if budget is not None:
-            numba.set_num_threads(max(1, min(budget, numba.config.NUMBA_NUM_THREADS)))
+            numba.set_num_threads(max(1, min(budget, before)))
         try:
             return fn(*args, **kwargs)
         finally:
