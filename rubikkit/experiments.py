@@ -1620,14 +1620,11 @@ def render_tables(records: list[dict], cfg: dict | None = None) -> str:
     # The seed of each row's shared pre-training (None: scratch, or none shared): a table of one
     # pre-training seed lists the planned rows of that seed only, as one of a reduced budget
     # lists no epoch lever (below); the rest have tables of their own.
-    pt_seed: dict[str, int | None] = {}
+    pt_seed: dict[str, int] = {}
     if pt and pt.get("seed") is not None:
+        pt_seed = {m: pt["seed"] for m in pt["methods"]}
         for m, vs in pt["variants"].items():
-            pt_seed[m] = pt["seed"]
-            for v in vs:
-                pt_seed[method_label(m, v["name"])] = _shared_seed(pt, v)
-        for m in pt["methods"]:
-            pt_seed.setdefault(m, pt["seed"])
+            pt_seed.update({method_label(m, v["name"]): _shared_seed(pt, v) for v in vs})
     if cfg:
         if ft:
             fractions += [float(f) for f in ft["label_fractions"]]
