@@ -117,6 +117,14 @@ __all__ = [
 ]
 
 TASK_METHODS = tuple(m for m in METHODS if m != "scratch")
+#: The test scores a method's proxy records carry, which the tables show when ``proxy_eval`` is on.
+PROXY_SCORES = {
+    "rubik": ("order_acc", "rot_acc"),
+    "ordering": ("order_acc",),
+    "jigsaw3d": ("order_acc",),
+    "cpc3d": ("cpc_acc",),
+    "tcpc": ("cpc_acc",),
+}
 HEADS = ("classify", "unet", "duc")
 BACKBONES = ("vgg3d", "resnet10", "resnet18", "resnet34")
 PAGE_BEGIN = "<!-- experiment tables: begin (rubikkit experiment table --write) -->"
@@ -326,6 +334,15 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
             if m not in pt["methods"]:
                 raise ValueError(f"pretrain.task_options: {m!r} is not in pretrain.methods")
         pt["variants"] = _check_variants(pt.get("variants", {}), pt["methods"], pt["seed"])
+        if cfg["proxy_eval"]:
+            for m in pt["methods"]:
+                absent = [s for s in PROXY_SCORES[m] if s not in cfg["metrics"]]
+                if absent:
+                    raise ValueError(
+                        f"metrics: proxy_eval scores {m}'s proxy by "
+                        f"{', '.join(PROXY_SCORES[m])}; add {', '.join(map(repr, absent))} "
+                        "to metrics, or the tables leave its proxy row empty"
+                    )
     elif cfg["proxy_eval"]:
         raise ValueError("proxy_eval: needs a pretrain section")
     ft = cfg["finetune"]

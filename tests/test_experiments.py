@@ -40,7 +40,7 @@ TINY = {
     "backbone_options": {"widths": [4, 8]},
     "seeds": [0],
     "eval_split": "test",
-    "metrics": ["acc", "auc", "order_acc"],
+    "metrics": ["acc", "auc", "order_acc", "rot_acc"],
     "proxy_eval": True,
     "recipe_epochs": 1,
     "pretrain": {
@@ -100,6 +100,10 @@ def _cfg(**changes):
         ({"seed_tables": ["f1"]}, "seed_tables: 'f1' is not a fine-tuning metric"),
         ({"seed_tables": ["order_acc"]}, "seed_tables: 'order_acc' is not a fine-tuning metric"),
         ({"seed_tables": "auc"}, "seed_tables: expected list"),
+        (
+            {"metrics": ["acc", "auc", "order_acc"]},
+            "metrics: proxy_eval scores rubik's .* 'rot_acc'",
+        ),
     ],
 )
 def test_config_errors_name_the_field(changes, match):
@@ -355,7 +359,7 @@ def test_proxy_draws_change_only_the_proxy_records():
 def test_proxy_draws_reach_the_record(tmp_path):
     from rubikkit.train.runs import open_split
 
-    cfg = validate_config(_cfg(proxy_draws=3, finetune=None, metrics=["order_acc"]))
+    cfg = validate_config(_cfg(proxy_draws=3, finetune=None, metrics=["order_acc", "rot_acc"]))
     run_experiment(cfg, device="cpu", results_dir=tmp_path, runs_dir=tmp_path / "runs",
                    progress=False, log=lambda *a: None)  # fmt: skip
     (record,) = load_records(tmp_path / "tiny.jsonl")
@@ -749,7 +753,8 @@ def test_seed_tables_pair_each_settings_runs_seed_by_seed():
     # a segmenter's seed table marks no collapse and does not ask for top_share
     seg = [dict(rec(m, s, 0.0), head="unet", metrics={"dice": v}) for m, s, v in
            [("scratch", 0, 0.61), ("rubik", 0, 0.0)]]  # fmt: skip
-    seg_text = render_tables(seg, validate_config(_cfg(metrics=["dice"], seed_tables=["dice"])))
+    seg_cfg = _cfg(metrics=["dice"], seed_tables=["dice"], proxy_eval=False)
+    seg_text = render_tables(seg, validate_config(seg_cfg))
     assert "| 0 | 0.610 | 0.000 |" in seg_text and "top_share" not in seg_text
 
 

@@ -314,6 +314,22 @@ def test_proxy_ceiling_is_that_of_the_evaluated_batches(name):
         proxy_ceiling(get_task("rubik", **SMALL["rubik"]), ds, batch_size=2)
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_evaluate_proxy_gives_the_scores_the_experiment_tables_show(name):
+    # experiments.load_config asks a proxy_eval grid to list these scores among its metrics
+    from rubikkit.experiments import PROXY_SCORES
+
+    assert set(PROXY_SCORES) == set(TASKS)
+    task = get_task(name, **SMALL[name])
+    x = anatomy(4, (24, 24, 24))
+    if name == "tcpc":
+        with_grid_candidates(task, x)
+    model = task.build_model(build_backbone("vgg3d", 1, widths=[4, 8]))
+    scored = evaluate_proxy(task, model, _IdVolumes(x), device=torch.device("cpu"), batch_size=2)
+    for score in PROXY_SCORES[name]:
+        assert 0.0 <= scored[score] <= 1.0, (name, score, scored)
+
+
 def test_evaluate_proxy_draws_are_further_passes_of_one_generator():
     task = get_task("rubik", **SMALL["rubik"])
     x = anatomy(4, (24, 24, 24))
