@@ -42,6 +42,32 @@ def _random_pool(n: int, size: int, gen: np.random.Generator) -> np.ndarray:
     return np.unique(pool, axis=0)  # distinct rows (for 10 cubes a 100_000 pool repeats ~1 %)
 
 
+_TAKEN = -(2**62)
+
+
+def _distance_index(cands: np.ndarray, n: int):
+    """A function giving the Hamming distance of every row of ``cands`` to row ``i``.
+
+    The distance is ``n`` minus the positions where two rows agree. Listing once, per position
+    and value, the rows that hold that value there lets one call touch each row once (an
+    increment per agreeing position) instead of comparing all ``n`` positions of every row.
+    """
+    holders = []
+    for j in range(n):
+        col = cands[:, j].astype(np.intp)
+        order = np.argsort(col, kind="stable").astype(np.int32)  # < 2**31 rows
+        holders.append(np.split(order, np.cumsum(np.bincount(col, minlength=n))[:-1]))
+    agree = np.zeros(len(cands), dtype=np.int64)
+
+    def distance_to(i: int) -> np.ndarray:
+        agree.fill(0)
+        for j, v in enumerate(cands[i]):
+            agree[holders[j][v]] += 1  # a row appears once in a list: no repeated index
+        return n - agree
+
+    return distance_to
+
+
 def hamming_permutations(
     n_cubes: int = 8,
     k: int = 100,
@@ -99,22 +125,23 @@ def hamming_permutations(
     # A seeded shuffle makes ties (there are many) break differently per seed but reproducibly.
     cands = cands[gen.permutation(len(cands))]
 
+    distance_to = _distance_index(cands, n_cubes)
     chosen = np.empty(k, dtype=np.int64)
     chosen[0] = 0  # the shuffle already made the first candidate a random one
     # Running score of every candidate against the chosen set: its min or its summed distance.
-    score = (cands != cands[0]).sum(axis=1, dtype=np.int64)
-    taken = np.zeros(len(cands), dtype=bool)
-    taken[0] = True
+    # A chosen candidate's score is pushed far below any other (distances sum to < 2**40), so
+    # argmax skips it and, on ties, still takes the first of the best as a plain argmax does.
+    score = distance_to(0)
+    score[0] = _TAKEN
     for i in range(1, k):
-        masked = np.where(taken, -1, score)
-        pick = int(np.argmax(masked))
+        pick = int(np.argmax(score))
         chosen[i] = pick
-        taken[pick] = True
-        dist = (cands != cands[pick]).sum(axis=1, dtype=np.int64)
+        dist = distance_to(pick)
         if method == "max_min":
             np.minimum(score, dist, out=score)
         else:
             score += dist
+        score[pick] = _TAKEN
     return cands[chosen].astype(np.int64)
 
 
