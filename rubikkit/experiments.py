@@ -1811,7 +1811,8 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
 
     ``base_of(method, variant)`` names the (method, variant) a setting's fine-tunings meet, or
     None for a setting that meets nothing; the base is compared at the same backbone, head and
-    label fraction, by :func:`_compare_seeds` with ``words``. Settings in label order.
+    label fraction, by :func:`_compare_seeds` with ``words``. A method's configured pre-training comes before
+    its variants, and label fractions in increasing order.
     """
     by_key: dict[tuple, dict[int, dict]] = {}
     machines: dict[tuple, set[str]] = {}
@@ -1826,9 +1827,10 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
             machines.setdefault(key, set()).add(machine_name(r["device"]))
     lines = []
 
-    def order(item):  # by label, a full transfer before the partial ones
-        method, variant, n, *rest = item[0]
-        return str((method_label(method, variant), n is not None, n or 0, *rest))
+    def order(item):  # by method, its configured pre-training before its variants, a full
+        # transfer before the partial ones, then backbone, head and label fraction
+        method, variant, n, bb, head, lf = item[0]
+        return (method, variant or "", n is not None, n or 0, bb, head, -1.0 if lf is None else lf)
 
     for (method, variant, n, bb, head, lf), runs in sorted(by_key.items(), key=order):
         against = base_of(method, variant)

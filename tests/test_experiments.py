@@ -694,6 +694,26 @@ def test_against_scratch_verdicts():
     assert "Against scratch" in table and "**beats scratch**" in table
 
 
+def test_against_scratch_lists_a_method_before_its_variants_and_fractions_in_order():
+    def rec(method, variant, lf, seed, auc):
+        return dict(method=method, variant=variant, backbone="resnet18", head="classify",
+                    label_fraction=lf, seed=seed, metrics={"auc": auc})  # fmt: skip
+
+    records = []
+    for lf in (1.0, 0.1, 0.01):  # stored in another order than the lines should come
+        for method, variant in (("tcpc", "offset=0,6,6"), ("tcpc", None), ("scratch", None)):
+            records += [rec(method, variant, lf, s, 0.7 + 0.01 * s) for s in range(2)]
+    heads = [line.split(", auc:")[0] for line in against_scratch(records, ["auc"])]
+    assert heads == [
+        "tcpc (resnet18, classify, 0.01 of the labels)",
+        "tcpc (resnet18, classify, 0.1 of the labels)",
+        "tcpc (resnet18, classify, all the labels)",
+        "tcpc [offset=0,6,6] (resnet18, classify, 0.01 of the labels)",
+        "tcpc [offset=0,6,6] (resnet18, classify, 0.1 of the labels)",
+        "tcpc [offset=0,6,6] (resnet18, classify, all the labels)",
+    ]
+
+
 def test_against_configured_reads_each_lever_against_its_methods_configured_pretraining():
     def rec(method, variant, seed, dice, head="unet"):
         return dict(method=method, variant=variant, backbone="vgg3d", head=head,
