@@ -1811,8 +1811,10 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
 
     ``base_of(method, variant)`` names the (method, variant) a setting's fine-tunings meet, or
     None for a setting that meets nothing; the base is compared at the same backbone, head and
-    label fraction, by :func:`_compare_seeds` with ``words``. A method's configured pre-training comes before
-    its variants, and label fractions in increasing order.
+    label fraction, by :func:`_compare_seeds` with ``words``. Lines by method, backbone, head and
+    increasing label fraction, then the configured pre-training before its variants: a method
+    fine-tuned from one pre-training across grids that name it differently (``one_pretraining``)
+    reads in label-fraction order.
     """
     by_key: dict[tuple, dict[int, dict]] = {}
     machines: dict[tuple, set[str]] = {}
@@ -1827,10 +1829,9 @@ def _verdicts(records: list[dict], metrics, base_of, words: tuple[str, str]) -> 
             machines.setdefault(key, set()).add(machine_name(r["device"]))
     lines = []
 
-    def order(item):  # by method, its configured pre-training before its variants, a full
-        # transfer before the partial ones, then backbone, head and label fraction
+    def order(item):  # see the docstring; a full transfer before the partial ones
         method, variant, n, bb, head, lf = item[0]
-        return (method, variant or "", n is not None, n or 0, bb, head, -1.0 if lf is None else lf)
+        return (method, bb, head, -1.0 if lf is None else lf, variant or "", n is not None, n or 0)
 
     for (method, variant, n, bb, head, lf), runs in sorted(by_key.items(), key=order):
         against = base_of(method, variant)
